@@ -48,17 +48,19 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+#[cfg(feature = "alloc")]
+mod aligned;
 mod error;
 pub mod layout;
 mod meta;
-mod view;
-#[cfg(feature = "alloc")]
-mod aligned;
-#[cfg(feature = "std")]
-mod writer;
 #[cfg(feature = "std")]
 pub mod testing;
+mod view;
+#[cfg(feature = "std")]
+mod writer;
 
+#[cfg(feature = "alloc")]
+pub use aligned::AlignedBytes;
 pub use error::{Error, Table};
 pub use layout::{
     Dtype, MAX_EXTERNAL_ID_BYTES, MAX_METADATA_BYTES, MAX_ROWS, MAX_SECTIONS, MAX_VECTOR_WIDTH, SECTION_ALIGN,
@@ -69,7 +71,5 @@ pub use view::{
     BetFile, FileLayout, IdMap, NcfDense, Permutation, RaggedTable, SectionEntry, Summary, ValueDtype, Values,
     ncf_dense_len,
 };
-#[cfg(feature = "alloc")]
-pub use aligned::AlignedBytes;
 #[cfg(feature = "std")]
 pub use writer::{ModelContents, NcfInput, StorageOrder, TableInput, write_atomic};

@@ -118,7 +118,9 @@ impl Decimal {
                         .and_then(|u| u.checked_add(u64::from(b - b'0')))
                         .ok_or(Error::InvalidDecimal { reason: "too many digits" })?;
                 }
-                _ => return Err(Error::InvalidDecimal { reason: "only digits and one '.' are allowed" }),
+                _ => {
+                    return Err(Error::InvalidDecimal { reason: "only digits and one '.' are allowed" });
+                }
             }
         }
         if !seen_digit {
@@ -131,14 +133,12 @@ impl Decimal {
     pub fn from_sparsity(text: &str) -> Result<Decimal, Error> {
         let s = Decimal::parse_raw(text)?;
         let one = pow10(s.scale).ok_or(Error::InvalidDecimal { reason: "scale" })?;
-        let units = one
-            .checked_sub(s.units)
-            .ok_or(Error::InvalidDecimal { reason: "sparsity above 1" })?;
+        let units = one.checked_sub(s.units).ok_or(Error::InvalidDecimal { reason: "sparsity above 1" })?;
         Decimal { units, scale: s.scale }.normalized().checked_fraction()
     }
 
     fn normalized(mut self) -> Decimal {
-        while self.scale > 0 && self.units % 10 == 0 {
+        while self.scale > 0 && self.units.is_multiple_of(10) {
             self.units /= 10;
             self.scale -= 1;
         }
@@ -166,7 +166,9 @@ impl Decimal {
 
 impl core::fmt::Display for Decimal {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let Some(den) = pow10(self.scale) else { return f.write_str("?") };
+        let Some(den) = pow10(self.scale) else {
+            return f.write_str("?");
+        };
         let whole = self.units / den;
         let frac = self.units % den;
         if self.scale == 0 {
@@ -284,7 +286,8 @@ impl<'a> Metadata<'a> {
     /// Encodes as the metadata payload.
     #[cfg(feature = "alloc")]
     pub fn encode(&self) -> Result<alloc::vec::Vec<u8>, Error> {
-        postcard::to_allocvec(&MetadataRepr::V1(*self)).map_err(|_| Error::InvalidInput { reason: "metadata does not encode" })
+        postcard::to_allocvec(&MetadataRepr::V1(*self))
+            .map_err(|_| Error::InvalidInput { reason: "metadata does not encode" })
     }
 
     /// The vector width the spec requires for `model` and `d_max`.
@@ -340,7 +343,8 @@ fn postcard_reason(e: &postcard::Error) -> &'static str {
         P::DeserializeBadChar => "bad char",
         P::DeserializeBadUtf8 => "bad UTF-8",
         P::DeserializeBadOption => "bad option tag",
-        P::DeserializeBadEnum => "unknown enum variant (unknown metadata version?)",
+        // serde reports an out-of-range variant index through its custom error.
+        P::DeserializeBadEnum | P::SerdeDeCustom => "unknown enum variant (unknown metadata version?)",
         P::DeserializeBadEncoding => "bad encoding",
         _ => "malformed",
     }

@@ -67,3 +67,156 @@ pub fn tiny_file_bytes() -> Vec<u8> {
     .to_bytes()
     .unwrap_or_default()
 }
+
+fn widths_from(seed: u64, n: usize, max: u32) -> Vec<u32> {
+    (0..n as u64).map(|i| ((hash_value(seed, i) + 1.0) * 0.5 * (max + 1) as f32) as u32).map(|w| w.min(max)).collect()
+}
+
+/// One golden fixture: its file name and its bytes.
+pub struct GoldenCase {
+    /// File name under `bet-format/tests/golden/`.
+    pub name: &'static str,
+    /// The exact bytes the writer must produce.
+    pub bytes: Vec<u8>,
+}
+
+/// The golden fixtures. `bet-format/tests/golden.rs` checks that the writer reproduces the
+/// checked-in files byte for byte; `cargo run -p bet-format --example make_golden` wrote them once.
+pub fn golden_cases() -> Result<Vec<GoldenCase>, crate::Error> {
+    use crate::NcfInput;
+    let mut out = Vec::new();
+    let prov = synthetic_provenance();
+
+    // 1. MF, f32, index order, external ids, a budget.
+    let uw = [8u32, 3, 0, 5, 1];
+    let iw = [2u32, 8, 7, 0, 1, 3, 4, 6, 5];
+    let (uv, iv) = (values_for(&uw, 11), values_for(&iw, 12));
+    let user_ids: [&[u8]; 5] = [b"alice", b"bob", b"carol", b"dave", b"eve"];
+    let item_ids: [&[u8]; 9] = [b"i-100", b"i-7", b"i-42", b"x", b"a", b"i-1", b"\xff\x00", b"", b"zz"];
+    out.push(GoldenCase {
+        name: "mf_f32_ids.bet",
+        bytes: ModelContents {
+            model: ModelKind::Mf,
+            placement: MaskPlacement::NotApplicable,
+            d_max: 8,
+            users: TableInput { widths: &uw, values: &uv },
+            items: TableInput { widths: &iw, values: &iv },
+            ncf: None,
+            keep: Some(Decimal { units: 5, scale: 1 }),
+            provenance: prov,
+            value_dtype: ValueDtype::F32,
+            storage: StorageOrder::Index,
+            user_ids: Some(&user_ids),
+            item_ids: Some(&item_ids),
+        }
+        .to_bytes()?,
+    });
+
+    // 2. LightGCN, f16, width order, widths that are not multiples of 8.
+    let uw = widths_from(21, 6, 16);
+    let iw = widths_from(22, 24, 16);
+    let (uv, iv) = (values_for(&uw, 23), values_for(&iw, 24));
+    out.push(GoldenCase {
+        name: "lightgcn_f16_width.bet",
+        bytes: ModelContents {
+            model: ModelKind::LightGcn,
+            placement: MaskPlacement::Output,
+            d_max: 16,
+            users: TableInput { widths: &uw, values: &uv },
+            items: TableInput { widths: &iw, values: &iv },
+            ncf: None,
+            keep: Some(Decimal { units: 6, scale: 1 }),
+            provenance: Provenance { dataset: "golden", split: "paper-50-25-25", seed: 7, threads: 2, ..prov },
+            value_dtype: ValueDtype::F16,
+            storage: StorageOrder::WidthDescending,
+            user_ids: None,
+            item_ids: None,
+        }
+        .to_bytes()?,
+    });
+
+    // 3. NGCF: vector width 4 * d_max, no budget.
+    let uw = widths_from(31, 4, 16);
+    let iw = widths_from(32, 7, 16);
+    let (uv, iv) = (values_for(&uw, 33), values_for(&iw, 34));
+    out.push(GoldenCase {
+        name: "ngcf_f32_width.bet",
+        bytes: ModelContents {
+            model: ModelKind::Ngcf,
+            placement: MaskPlacement::Both,
+            d_max: 4,
+            users: TableInput { widths: &uw, values: &uv },
+            items: TableInput { widths: &iw, values: &iv },
+            ncf: None,
+            keep: None,
+            provenance: prov,
+            value_dtype: ValueDtype::F32,
+            storage: StorageOrder::WidthDescending,
+            user_ids: None,
+            item_ids: None,
+        }
+        .to_bytes()?,
+    });
+
+    // 4. NCF, f16 tables, f32 dense weights.
+    let d = 8u32;
+    let uw = widths_from(41, 4, d);
+    let iw = widths_from(42, 6, d);
+    let (uv, iv) = (values_for(&uw, 43), values_for(&iw, 44));
+    let (ug, ig) = (values_for(&uw, 45), values_for(&iw, 46));
+    let dense_len = crate::ncf_dense_len(d).unwrap_or(0);
+    let dense: Vec<f32> = (0..dense_len as u64).map(|i| (hash_value(47, i) * 1024.0).round() / 2048.0).collect();
+    out.push(GoldenCase {
+        name: "ncf_f16.bet",
+        bytes: ModelContents {
+            model: ModelKind::Ncf,
+            placement: MaskPlacement::NotApplicable,
+            d_max: d,
+            users: TableInput { widths: &uw, values: &uv },
+            items: TableInput { widths: &iw, values: &iv },
+            ncf: Some(NcfInput { user_gmf: &ug, item_gmf: &ig, dense: &dense }),
+            keep: Some(Decimal { units: 1, scale: 0 }),
+            provenance: prov,
+            value_dtype: ValueDtype::F16,
+            storage: StorageOrder::WidthDescending,
+            user_ids: None,
+            item_ids: None,
+        }
+        .to_bytes()?,
+    });
+
+    // 5. Ranking edge cases: NaN, infinities, signed zeros, exact ties, empty rows.
+    let uw = [3u32, 2, 0];
+    let uv = [1.0, -1.0, 0.5, 1.0, 0.0];
+    let iw = [3u32, 3, 1, 2, 3, 0, 3, 1];
+    #[rustfmt::skip]
+    let iv = [
+        1.0, 0.0, 0.0,        // item 0: score u0 = 1
+        f32::NAN, 1.0, 1.0,   // item 1: NaN
+        1.0,                  // item 2: 1 (tie with 0 and 4)
+        f32::INFINITY, 0.0,   // item 3: +inf for u0, +inf for u1
+        1.0, 0.0, 0.0,        // item 4: 1 (tie)
+                              // item 5: width 0 -> +0.0
+        -0.0, 0.0, -4.0,      // item 6: u0: -0 + 0 + -2 = -2
+        f32::NEG_INFINITY,    // item 7: -inf
+    ];
+    out.push(GoldenCase {
+        name: "mf_special_values.bet",
+        bytes: ModelContents {
+            model: ModelKind::Mf,
+            placement: MaskPlacement::NotApplicable,
+            d_max: 3,
+            users: TableInput { widths: &uw, values: &uv },
+            items: TableInput { widths: &iw, values: &iv },
+            ncf: None,
+            keep: None,
+            provenance: prov,
+            value_dtype: ValueDtype::F32,
+            storage: StorageOrder::WidthDescending,
+            user_ids: None,
+            item_ids: None,
+        }
+        .to_bytes()?,
+    });
+    Ok(out)
+}

@@ -25,10 +25,10 @@
 
 use half::f16;
 
+use crate::Error;
 use crate::error::Table;
 use crate::layout::{self, Dtype, SectionKind, entry, header};
 use crate::meta::{Budget, MaskPlacement, Metadata, ModelKind};
-use crate::Error;
 
 /// One entry of the section table, as stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -333,10 +333,7 @@ impl<'a> IdMap<'a> {
     }
     /// Index of the entity whose external id is `id`.
     pub fn index_of(&self, id: &[u8]) -> Option<u32> {
-        let pos = self
-            .sorted
-            .binary_search_by(|&idx| self.external_id(idx).unwrap_or(&[]).cmp(id))
-            .ok()?;
+        let pos = self.sorted.binary_search_by(|&idx| self.external_id(idx).unwrap_or(&[]).cmp(id)).ok()?;
         self.sorted.get(pos).copied()
     }
     /// Number of entries.
@@ -450,7 +447,7 @@ pub(crate) fn header_crc(header_and_table: &[u8]) -> u32 {
     digest.finalize()
 }
 
-fn cast<'a, T: bytemuck::AnyBitPattern>(b: &'a [u8], kind: SectionKind) -> Result<&'a [T], Error> {
+fn cast<T: bytemuck::AnyBitPattern>(b: &[u8], kind: SectionKind) -> Result<&[T], Error> {
     bytemuck::try_cast_slice(b).map_err(|_| Error::Misaligned { kind })
 }
 
@@ -720,10 +717,14 @@ impl<'a> BetFile<'a> {
                     actual: (rows as u64).saturating_sub(1),
                 });
             }
-            if let Some(p) = &perm {
-                if p.span.len as u64 != 8 * claimed {
-                    return Err(Error::BadSectionLength { kind: p.kind, len: p.span.len as u64, reason: "must hold 2 * n u32" });
-                }
+            if let Some(p) = &perm
+                && p.span.len as u64 != 8 * claimed
+            {
+                return Err(Error::BadSectionLength {
+                    kind: p.kind,
+                    len: p.span.len as u64,
+                    reason: "must hold 2 * n u32",
+                });
             }
             Ok(TableLayout { row_ptr: ptr.span, values: need(val, val_kind)?, permutation: perm.map(|p| p.span) })
         };
@@ -732,8 +733,10 @@ impl<'a> BetFile<'a> {
                 return Err(Error::OverCap { what, value: u64::from(n), max: u64::from(layout::MAX_ROWS) });
             }
         }
-        let users = table(users_ptr, users_val, user_perm, SectionKind::UserRowPtr, SectionKind::UserValues, m.n_users)?;
-        let items = table(items_ptr, items_val, item_perm, SectionKind::ItemRowPtr, SectionKind::ItemValues, m.n_items)?;
+        let users =
+            table(users_ptr, users_val, user_perm, SectionKind::UserRowPtr, SectionKind::UserValues, m.n_users)?;
+        let items =
+            table(items_ptr, items_val, item_perm, SectionKind::ItemRowPtr, SectionKind::ItemValues, m.n_items)?;
 
         Ok(FileLayout {
             file_len: bytes.len(),
@@ -764,32 +767,32 @@ impl<'a> BetFile<'a> {
         let s = self.layout.summary;
         check_table(&self.users, Table::Users, s.vector_width)?;
         check_table(&self.items, Table::Items, s.vector_width)?;
-        if let Some(g) = &self.user_gmf {
-            if g.len() != self.users.values.len() {
-                return Err(Error::BadSectionLength {
-                    kind: SectionKind::UserGmfValues,
-                    len: (g.len() * g.dtype().size()) as u64,
-                    reason: "GMF table must have the same widths as the MLP table",
-                });
-            }
+        if let Some(g) = &self.user_gmf
+            && g.len() != self.users.values.len()
+        {
+            return Err(Error::BadSectionLength {
+                kind: SectionKind::UserGmfValues,
+                len: (g.len() * g.dtype().size()) as u64,
+                reason: "GMF table must have the same widths as the MLP table",
+            });
         }
-        if let Some(g) = &self.item_gmf {
-            if g.len() != self.items.values.len() {
-                return Err(Error::BadSectionLength {
-                    kind: SectionKind::ItemGmfValues,
-                    len: (g.len() * g.dtype().size()) as u64,
-                    reason: "GMF table must have the same widths as the MLP table",
-                });
-            }
+        if let Some(g) = &self.item_gmf
+            && g.len() != self.items.values.len()
+        {
+            return Err(Error::BadSectionLength {
+                kind: SectionKind::ItemGmfValues,
+                len: (g.len() * g.dtype().size()) as u64,
+                reason: "GMF table must have the same widths as the MLP table",
+            });
         }
-        if let Some(d) = self.ncf_dense {
-            if Some(d.len()) != ncf_dense_len(s.d_max) {
-                return Err(Error::BadSectionLength {
-                    kind: SectionKind::NcfDense,
-                    len: d.len() as u64 * 4,
-                    reason: "must hold W1 (d x 2d), b1 (d), w_out (2d), b_out (1)",
-                });
-            }
+        if let Some(d) = self.ncf_dense
+            && Some(d.len()) != ncf_dense_len(s.d_max)
+        {
+            return Err(Error::BadSectionLength {
+                kind: SectionKind::NcfDense,
+                len: d.len() as u64 * 4,
+                reason: "must hold W1 (d x 2d), b1 (d), w_out (2d), b_out (1)",
+            });
         }
         if let Some(ids) = &self.user_ids {
             ids.validate(Table::Users, s.n_users)?;
@@ -884,7 +887,12 @@ impl<'a> BetFile<'a> {
                 .ok()
                 .zip(usize::try_from(e.len).ok())
                 .and_then(|(s, l)| self.bytes.get(s..s.checked_add(l)?))
-                .ok_or(Error::SectionOutOfBounds { section: e.index, offset: e.offset, len: e.len, file_len: self.bytes.len() as u64 })?;
+                .ok_or(Error::SectionOutOfBounds {
+                    section: e.index,
+                    offset: e.offset,
+                    len: e.len,
+                    file_len: self.bytes.len() as u64,
+                })?;
             let computed = layout::crc32c(payload);
             if computed != e.crc {
                 return Err(Error::SectionChecksum { section: e.index, kind: e.kind_code, stored: e.crc, computed });

@@ -16,10 +16,10 @@ use std::vec::Vec;
 
 use half::f16;
 
+use crate::Error;
 use crate::layout::{self, Dtype, SectionKind};
 use crate::meta::{Budget, Decimal, MaskPlacement, Metadata, ModelKind, Provenance};
 use crate::view::{ValueDtype, ncf_dense_len};
-use crate::Error;
 
 /// One ragged table in index order: `widths[i]` values of row `i`, rows concatenated.
 #[derive(Clone, Copy, Debug)]
@@ -282,16 +282,32 @@ impl ModelContents<'_> {
             });
         }
         if !users.is_identity() {
-            sections.push(Section { kind: SectionKind::UserPermutation, dtype: Dtype::U32, payload: users.permutation_payload() });
+            sections.push(Section {
+                kind: SectionKind::UserPermutation,
+                dtype: Dtype::U32,
+                payload: users.permutation_payload(),
+            });
         }
         if !items.is_identity() {
-            sections.push(Section { kind: SectionKind::ItemPermutation, dtype: Dtype::U32, payload: items.permutation_payload() });
+            sections.push(Section {
+                kind: SectionKind::ItemPermutation,
+                dtype: Dtype::U32,
+                payload: items.permutation_payload(),
+            });
         }
         if let Some(ids) = self.user_ids {
-            sections.push(Section { kind: SectionKind::UserIds, dtype: Dtype::U8, payload: id_map_payload(ids, n_users as usize)? });
+            sections.push(Section {
+                kind: SectionKind::UserIds,
+                dtype: Dtype::U8,
+                payload: id_map_payload(ids, n_users as usize)?,
+            });
         }
         if let Some(ids) = self.item_ids {
-            sections.push(Section { kind: SectionKind::ItemIds, dtype: Dtype::U8, payload: id_map_payload(ids, n_items as usize)? });
+            sections.push(Section {
+                kind: SectionKind::ItemIds,
+                dtype: Dtype::U8,
+                payload: id_map_payload(ids, n_items as usize)?,
+            });
         }
         assemble(&sections)
     }
