@@ -74,15 +74,15 @@ def parse(d):
     need(cnt <= 64 and 64 + 32 * cnt <= len(d), 'bad section count')
     need(crc32c(d[:12] + b'\0' * 4 + d[16:64 + 32 * cnt]) == hcrc, 'header CRC mismatch')
     need(flags == 0 and not any(d[32:64]), 'header flags/reserved nonzero')
-    sec, end = {}, 64 + 32 * cnt
+    sec, end, seen = {}, 64 + 32 * cnt, set()
     for e in range(cnt):
         kind, dt, fl, crc, off, ln, res = struct.unpack_from('<HBBIQQQ', d, 64 + 32 * e)
         need(res == 0 and off + ln <= flen, 'section reserved/bounds')
         need(off == al64(end) and not any(d[end:off]), 'section layout/padding')
-        need(not fl & ~1 and dt in DT and ln % DT[dt][1] == 0, 'section flags/dtype/length')
+        need(not fl & ~1 and kind not in seen, 'section flags / duplicate kind'); seen.add(kind)
         if kind in KINDS:
             need(dt in KINDS[kind][1] and fl == KINDS[kind][2], 'known kind with bad flags/dtype')
-            need(KINDS[kind][0] not in sec, 'duplicate kind')
+            need(ln % DT[dt][1] == 0, 'length not a whole number of elements')
         else: need(not fl & 1, f'unknown REQUIRED kind {kind}')
         b, end = d[off:off + ln], off + ln; need(crc32c(b) == crc, f'section {kind} CRC mismatch')
         if kind in KINDS:

@@ -24,6 +24,9 @@ pub const MAX_METADATA_BYTES: u64 = 64 * 1024;
 /// Cap on the vector width (and so on every row width). Runtimes keep one
 /// vector of this many `f32` on the stack.
 pub const MAX_VECTOR_WIDTH: u32 = 1024;
+/// Cap on the NCF embedding width d (= d_max): bounds the dense weights (W1 is d × 2d) and the
+/// runtime's per-query stack buffers.
+pub const MAX_NCF_WIDTH: u32 = 256;
 /// Cap on users and on items (indices are `u32`, and `row_ptr` needs `n + 1` entries).
 pub const MAX_ROWS: u32 = 1 << 30;
 /// Cap on the length of one external id in an id map.

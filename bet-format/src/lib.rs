@@ -63,8 +63,8 @@ mod writer;
 pub use aligned::AlignedBytes;
 pub use error::{Error, Table};
 pub use layout::{
-    Dtype, MAX_EXTERNAL_ID_BYTES, MAX_METADATA_BYTES, MAX_ROWS, MAX_SECTIONS, MAX_VECTOR_WIDTH, SECTION_ALIGN,
-    SectionKind, crc32c,
+    Dtype, MAX_EXTERNAL_ID_BYTES, MAX_METADATA_BYTES, MAX_NCF_WIDTH, MAX_ROWS, MAX_SECTIONS, MAX_VECTOR_WIDTH,
+    SECTION_ALIGN, SectionKind, crc32c,
 };
 pub use meta::{Budget, Decimal, MaskPlacement, Metadata, MetadataRepr, ModelKind, Provenance, Quality};
 pub use view::{

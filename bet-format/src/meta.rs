@@ -320,6 +320,13 @@ impl<'a> Metadata<'a> {
                 max: u64::from(crate::MAX_VECTOR_WIDTH),
             });
         }
+        if self.model == ModelKind::Ncf && self.d_max > crate::layout::MAX_NCF_WIDTH {
+            return Err(Error::OverCap {
+                what: "NCF width",
+                value: u64::from(self.d_max),
+                max: u64::from(crate::layout::MAX_NCF_WIDTH),
+            });
+        }
         if let Some(b) = self.budget {
             let entities = u64::from(self.n_users) + u64::from(self.n_items);
             let limit = Budget::limit_for(b.keep, self.d_max, entities)?;

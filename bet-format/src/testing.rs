@@ -22,11 +22,11 @@ pub fn hash_value(seed: u64, i: u64) -> f32 {
     ((z >> 40) as f32 / (1u64 << 23) as f32) - 1.0
 }
 
-/// Deterministic values for `widths`, quantised to multiples of 1/1024 so that
-/// they are exact in f16 too.
+/// Deterministic values for `widths`, with full 24-bit mantissas, so that sums round and a
+/// wrong accumulation order shows (an f16 file stores them rounded to f16).
 pub fn values_for(widths: &[u32], seed: u64) -> Vec<f32> {
     let total: u64 = widths.iter().map(|&w| u64::from(w)).sum();
-    (0..total).map(|i| (hash_value(seed, i) * 1024.0).round() / 1024.0).collect()
+    (0..total).map(|i| hash_value(seed, i)).collect()
 }
 
 /// A provenance block for synthetic files.
@@ -165,7 +165,7 @@ pub fn golden_cases() -> Result<Vec<GoldenCase>, crate::Error> {
     let (uv, iv) = (values_for(&uw, 43), values_for(&iw, 44));
     let (ug, ig) = (values_for(&uw, 45), values_for(&iw, 46));
     let dense_len = crate::ncf_dense_len(d).unwrap_or(0);
-    let dense: Vec<f32> = (0..dense_len as u64).map(|i| (hash_value(47, i) * 1024.0).round() / 2048.0).collect();
+    let dense: Vec<f32> = (0..dense_len as u64).map(|i| hash_value(47, i) * 0.5).collect();
     out.push(GoldenCase {
         name: "ncf_f16.bet",
         bytes: ModelContents {

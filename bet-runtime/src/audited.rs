@@ -1,0 +1,169 @@
+//! The only module with `unsafe` code: the x86-64 AVX2/F16C block kernel and the mmap constructor.
+//!
+//! Audit notes
+//! - `block8` is safe to call: it checks every index it will read before entering the
+//!   `unsafe` kernel, and it enters only when the CPU has AVX2 and F16C (checked at run time
+//!   under `std`, at compile time otherwise). Unaligned loads (`loadu`) are used throughout.
+//! - The kernel keeps one 8-lane accumulator per row: lane `l` of row `j` sums the products of
+//!   dimensions `t ≡ l (mod 8)` in increasing `t`, with separate multiply and add (no FMA), then
+//!   reduces with the spec's tree. That is exactly `kernel::dot`, so results are bit-identical.
+//!   Lanes past `m` in the last chunk are zeroed *after* the multiply, so values past a row's
+//!   width (the next row's data, maybe NaN) never reach an accumulator; adding `+0.0` leaves an
+//!   accumulator unchanged because it never holds `-0.0` (it starts at `+0.0`, and a
+//!   round-to-nearest sum is `-0.0` only when both operands are).
+//! - `Model::map` is an `unsafe fn`: the caller promises the file is not modified or truncated
+//!   while mapped (that would be undefined behaviour or SIGBUS, as for every mmap reader).
+
+use bet_format::Values;
+
+/// Whether the AVX2 + F16C kernel can run on this CPU.
+pub(crate) fn avx2_f16c_available() -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(all(not(feature = "std"), target_arch = "x86_64"))]
+    {
+        cfg!(all(target_feature = "avx2", target_feature = "f16c"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Proof that the CPU runs the AVX2/F16C kernel; only [`avx2_token`] makes one.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx2Token(());
+
+/// A token when the CPU has AVX2 and F16C.
+pub(crate) fn avx2_token() -> Option<Avx2Token> {
+    avx2_f16c_available().then_some(Avx2Token(()))
+}
+
+/// Scores 8 consecutive rows of width `stride` starting at value `first` against `user`
+/// (`m` terms each). `None` when the block would read outside `values` or `user`, or when the
+/// CPU lacks the features: the caller then uses the portable kernel.
+#[inline]
+#[allow(unused_variables)]
+pub(crate) fn block8(
+    token: Avx2Token,
+    values: Values<'_>,
+    first: usize,
+    stride: usize,
+    user: &[f32],
+    m: usize,
+) -> Option<[f32; 8]> {
+    let Avx2Token(()) = token;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if m == 0 || m > stride {
+            return None;
+        }
+        let chunks = m.div_ceil(8);
+        // Last element read: row 7, chunk `chunks - 1`, lane 7.
+        let last = first.checked_add(stride.checked_mul(7)?)?.checked_add(chunks * 8)?;
+        if user.len() < chunks * 8 || last > values.len() {
+            return None;
+        }
+        // SAFETY: the CPU supports AVX2 and F16C (the token exists); every load reads indices
+        // `first + j*stride + 8c .. +8` for j < 8, c < chunks, all `< last <= values.len()`, and
+        // `user[8c .. 8c+8]` for c < chunks, all `< user.len()`.
+        unsafe {
+            Some(match values {
+                Values::F32(v) => x86::block8_f32(v.as_ptr().add(first), stride, user.as_ptr(), m),
+                Values::F16(v) => x86::block8_f16(v.as_ptr().add(first).cast::<u16>(), stride, user.as_ptr(), m),
+            })
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use core::arch::x86_64::*;
+
+    /// All-ones in the first 8, zeros in the last 8: a load at `8 - rem` masks lanes `< rem`.
+    static MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    /// Reduces 8 accumulators (one per row) with the spec's tree; lane `j` of the result is row `j`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn reduce_rows(acc: [__m256; 8]) -> __m256 {
+        let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+        // V_j = [lo(a_j) + hi(a_j) | lo(a_{j+4}) + hi(a_{j+4})]: lanes s_0..s_3 of rows j and j+4.
+        let v = |x: __m256, y: __m256| {
+            _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(x, y), _mm256_permute2f128_ps::<0x31>(x, y))
+        };
+        let (v0, v1, v2, v3) = (v(a0, a4), v(a1, a5), v(a2, a6), v(a3, a7));
+        // 4x4 transpose within each 128-bit half: T_l holds s_l of rows 0..3 | 4..7.
+        let t0 = _mm256_unpacklo_ps(v0, v1);
+        let t1 = _mm256_unpackhi_ps(v0, v1);
+        let t2 = _mm256_unpacklo_ps(v2, v3);
+        let t3 = _mm256_unpackhi_ps(v2, v3);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        _mm256_add_ps(_mm256_add_ps(s0, s2), _mm256_add_ps(s1, s3))
+    }
+
+    macro_rules! block_kernel {
+        ($name:ident, $elem:ty, $load:expr) => {
+            /// # Safety
+            /// The CPU must support AVX2 and F16C. For `j < 8` and `c < ceil(m / 8)`, the 8
+            /// elements at `rows + j*stride + 8c` and the 8 floats at `user + 8c` must be readable.
+            #[target_feature(enable = "avx2,f16c")]
+            pub(super) unsafe fn $name(rows: *const $elem, stride: usize, user: *const f32, m: usize) -> [f32; 8] {
+                let load = $load;
+                let full = m / 8;
+                let rem = m % 8;
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for c in 0..full {
+                    // SAFETY: within the caller's contract (c < ceil(m/8)).
+                    let u = unsafe { _mm256_loadu_ps(user.add(8 * c)) };
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let x = unsafe { load(rows.add(j * stride + 8 * c)) };
+                        *acc = _mm256_add_ps(*acc, _mm256_mul_ps(u, x));
+                    }
+                }
+                if rem > 0 {
+                    // SAFETY: MASKS has 16 entries and 8 - rem + 8 <= 16; the loads are the
+                    // caller's chunk `full` (< ceil(m/8)).
+                    let mask = unsafe { _mm256_loadu_ps(MASKS.as_ptr().add(8 - rem).cast::<f32>()) };
+                    let u = unsafe { _mm256_loadu_ps(user.add(8 * full)) };
+                    for (j, acc) in acc.iter_mut().enumerate() {
+                        let x = unsafe { load(rows.add(j * stride + 8 * full)) };
+                        *acc = _mm256_add_ps(*acc, _mm256_and_ps(_mm256_mul_ps(u, x), mask));
+                    }
+                }
+                let mut out = [0.0f32; 8];
+                // SAFETY: `out` holds 8 floats.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), reduce_rows(acc)) };
+                out
+            }
+        };
+    }
+
+    block_kernel!(block8_f32, f32, |p: *const f32| unsafe { _mm256_loadu_ps(p) });
+    block_kernel!(block8_f16, u16, |p: *const u16| unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())) });
+}
+
+#[cfg(feature = "std")]
+impl crate::Model<memmap2::Mmap> {
+    /// Maps the file at `path` read-only and validates it (no copy).
+    ///
+    /// # Safety
+    /// The file must not be modified or truncated while the model is alive: the mapped bytes
+    /// would change under a validated view (undefined behaviour), and a truncation makes reads
+    /// fault with SIGBUS. Use [`crate::Model::read`] when that cannot be promised.
+    pub unsafe fn map(path: &std::path::Path) -> Result<crate::Model<memmap2::Mmap>, crate::Error> {
+        let file = std::fs::File::open(path).map_err(|e| crate::Error::Io(e.kind()))?;
+        // SAFETY: the caller upholds the no-modification contract above.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| crate::Error::Io(e.kind()))?;
+        crate::Model::new(map)
+    }
+}

@@ -1,0 +1,333 @@
+//! [`Model`]: a validated file plus the precomputed run table, generic over its bytes.
+#![forbid(unsafe_code)]
+
+use bet_format::{BetFile, FileLayout, MAX_VECTOR_WIDTH, ModelKind, RaggedTable, Summary, Values};
+
+use crate::Error;
+use crate::kernel::{Kernel, RunTable, Sink, dot_values, scan_items};
+use crate::ncf::NcfUser;
+use crate::topk::{Collector, Filter, ItemSet, Scored};
+
+/// A user vector kept by the caller instead of a stored user row (e.g. a federated client that
+/// trains its own row). Widths up to the model's vector width; zeros past the end.
+#[derive(Clone, Copy, Debug)]
+pub enum UserVector<'a> {
+    /// For MF, LightGCN and NGCF.
+    Dot(&'a [f32]),
+    /// For NCF: the user's MLP and GMF rows.
+    Ncf {
+        /// MLP row.
+        mlp: &'a [f32],
+        /// GMF row.
+        gmf: &'a [f32],
+    },
+}
+
+/// A stack buffer holding one user vector, widened to f32 and followed by zeros.
+struct UserBuf {
+    values: [f32; MAX_VECTOR_WIDTH as usize + 8],
+    width: usize,
+}
+
+impl UserBuf {
+    fn from_values(v: Values<'_>) -> UserBuf {
+        let mut b = UserBuf { values: [0.0; MAX_VECTOR_WIDTH as usize + 8], width: 0 };
+        let cap = MAX_VECTOR_WIDTH as usize;
+        b.width = v.widen_into(b.values.get_mut(..cap).unwrap_or(&mut []));
+        b
+    }
+    fn from_slice(v: &[f32]) -> UserBuf {
+        UserBuf::from_values(Values::F32(v))
+    }
+    fn row(&self) -> &[f32] {
+        self.values.get(..self.width).unwrap_or(&[])
+    }
+}
+
+/// A validated `.bet` model over bytes of type `B` (`&'static [u8]`, [`bet_format::AlignedBytes`],
+/// an mmap, ...). Every method is free of allocation and panics.
+pub struct Model<B> {
+    bytes: B,
+    layout: FileLayout,
+    item_runs: RunTable,
+    kernel: Kernel,
+}
+
+impl<B: AsRef<[u8]>> core::fmt::Debug for Model<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Model").field("summary", &self.layout.summary()).field("kernel", &self.kernel).finish()
+    }
+}
+
+#[cfg(feature = "std")]
+impl Model<bet_format::AlignedBytes> {
+    /// Reads the file at `path` into aligned memory and validates it (the safe path; see
+    /// [`Model::map`] for zero-copy).
+    pub fn read(path: &std::path::Path) -> Result<Self, Error> {
+        let bytes = bet_format::AlignedBytes::read_file(path).map_err(|e| Error::Io(e.kind()))?;
+        Model::new(bytes)
+    }
+}
+
+impl<B: AsRef<[u8]>> Model<B> {
+    /// Validates `bytes` with [`BetFile::new_checked`] (no checksums, no value scan: see
+    /// [`verify_checksums`](Self::verify_checksums) and [`validate_values`](Self::validate_values))
+    /// and precomputes the item run table. O(rows); no allocation.
+    pub fn new(bytes: B) -> Result<Self, Error> {
+        let file = BetFile::new_checked(bytes.as_ref())?;
+        let layout = file.layout();
+        let item_runs = RunTable::build(file.items().row_ptr());
+        Ok(Model { bytes, layout, item_runs, kernel: Kernel::detect() })
+    }
+
+    /// The validated file view (O(1): re-slices the bytes with the stored layout).
+    pub fn file(&self) -> Result<BetFile<'_>, Error> {
+        Ok(self.layout.attach(self.bytes.as_ref())?)
+    }
+    /// Counts, widths, model kind and budget.
+    pub fn summary(&self) -> Summary {
+        self.layout.summary()
+    }
+    /// Verifies every section's CRC-32C.
+    pub fn verify_checksums(&self) -> Result<(), Error> {
+        Ok(self.file()?.verify_checksums()?)
+    }
+    /// Rejects NaN and infinities in the stored values.
+    pub fn validate_values(&self) -> Result<(), Error> {
+        Ok(self.file()?.validate_values()?)
+    }
+    /// The kernel in use.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+    /// Chooses the kernel (results are identical; this is for tests and benchmarks).
+    pub fn set_kernel(&mut self, kernel: Kernel) -> Result<(), Error> {
+        if !kernel.is_supported() {
+            return Err(Error::KernelUnsupported(kernel));
+        }
+        self.kernel = kernel;
+        Ok(())
+    }
+    /// The bytes back.
+    pub fn into_inner(self) -> B {
+        self.bytes
+    }
+
+    fn check_user(&self, user: u32) -> Result<(), Error> {
+        let n_users = self.summary().n_users;
+        if user >= n_users {
+            return Err(Error::UserOutOfRange { user, n_users });
+        }
+        Ok(())
+    }
+
+    fn row<'a>(table: &RaggedTable<'a>, index: u32) -> Values<'a> {
+        table.row(index).unwrap_or(Values::F32(&[]))
+    }
+
+    /// The score of `(user, item)` (spec §7).
+    pub fn score(&self, user: u32, item: u32) -> Result<f32, Error> {
+        self.check_user(user)?;
+        let n_items = self.summary().n_items;
+        if item >= n_items {
+            return Err(Error::ItemOutOfRange { item, n_items });
+        }
+        let file = self.file()?;
+        if self.summary().model == ModelKind::Ncf {
+            let ncf_user = self.ncf_user_of(&file, user)?;
+            let (im, ig) = ncf_item_rows(&file, item);
+            Ok(canonical(ncf_user.score(&ncf_dense(&file)?, im, ig)))
+        } else {
+            let u = UserBuf::from_values(Self::row(&file.users(), user));
+            Ok(canonical(dot_values(u.row(), Self::row(&file.items(), item))))
+        }
+    }
+
+    /// Every item's score for `user`, in index order, into `out[..n_items]`.
+    pub fn scores(&self, user: u32, out: &mut [f32]) -> Result<(), Error> {
+        self.check_user(user)?;
+        let file = self.file()?;
+        let n = self.summary().n_items as usize;
+        let got = out.len();
+        let out = out.get_mut(..n).ok_or(Error::OutputTooSmall { needed: n, got })?;
+        if self.summary().model == ModelKind::Ncf {
+            let ncf_user = self.ncf_user_of(&file, user)?;
+            let dense = ncf_dense(&file)?;
+            for (i, slot) in out.iter_mut().enumerate() {
+                let (im, ig) = ncf_item_rows(&file, i as u32);
+                *slot = canonical(ncf_user.score(&dense, im, ig));
+            }
+        } else {
+            let u = UserBuf::from_values(Self::row(&file.users(), user));
+            let items = file.items();
+            scan_items(self.kernel, &self.item_runs, &items, u.row(), &u.values, &mut Sink::All { out: &mut *out });
+            for s in out.iter_mut() {
+                *s = canonical(*s);
+            }
+        }
+        Ok(())
+    }
+
+    /// The best `k` items for `user` that pass `filter`, best first, into `out`; returns how many
+    /// were written (fewer than `k` when fewer items qualify). `out` must hold `min(k, n_items)`.
+    pub fn top_k(&self, user: u32, k: usize, filter: &Filter<'_>, out: &mut [Scored]) -> Result<usize, Error> {
+        self.check_user(user)?;
+        let file = self.file()?;
+        if self.summary().model == ModelKind::Ncf {
+            let ncf_user = self.ncf_user_of(&file, user)?;
+            self.rank_ncf(&file, &ncf_user, k, filter, out)
+        } else {
+            let u = UserBuf::from_values(Self::row(&file.users(), user));
+            self.rank_dot(&file, &u, k, filter, out)
+        }
+    }
+
+    /// [`top_k`](Self::top_k) for a caller-supplied user vector of any width up to the vector
+    /// width (for NCF, up to `d_max` for each row).
+    pub fn top_k_for_vector(
+        &self,
+        user: UserVector<'_>,
+        k: usize,
+        filter: &Filter<'_>,
+        out: &mut [Scored],
+    ) -> Result<usize, Error> {
+        let s = self.summary();
+        let file = self.file()?;
+        match (user, s.model) {
+            (UserVector::Dot(v), m) if m != ModelKind::Ncf => {
+                if v.len() > s.vector_width as usize {
+                    return Err(Error::VectorTooWide { width: v.len(), max: s.vector_width });
+                }
+                self.rank_dot(&file, &UserBuf::from_slice(v), k, filter, out)
+            }
+            (UserVector::Ncf { mlp, gmf }, ModelKind::Ncf) => {
+                let widest = mlp.len().max(gmf.len());
+                if widest > s.d_max as usize {
+                    return Err(Error::VectorTooWide { width: widest, max: s.d_max });
+                }
+                let dense = ncf_dense(&file)?;
+                let ncf_user = NcfUser::new(&dense, Values::F32(mlp), Values::F32(gmf));
+                self.rank_ncf(&file, &ncf_user, k, filter, out)
+            }
+            (_, m) => Err(Error::WrongVectorKind { model: m.name() }),
+        }
+    }
+
+    /// [`top_k`](Self::top_k) for each of `users`. User `i`'s results go to
+    /// `out[i*kk .. (i+1)*kk]` with `kk = min(k, n_items)`, and their count to `counts[i]`;
+    /// `filter_for(i, user)` gives each user's filter (e.g. their training items).
+    pub fn top_k_batch<'f>(
+        &self,
+        users: &[u32],
+        k: usize,
+        mut filter_for: impl FnMut(usize, u32) -> Filter<'f>,
+        out: &mut [Scored],
+        counts: &mut [usize],
+    ) -> Result<(), Error> {
+        let kk = k.min(self.summary().n_items as usize);
+        let needed = users.len().checked_mul(kk).ok_or(Error::OutputTooSmall { needed: usize::MAX, got: out.len() })?;
+        if out.len() < needed {
+            return Err(Error::OutputTooSmall { needed, got: out.len() });
+        }
+        if counts.len() < users.len() {
+            return Err(Error::OutputTooSmall { needed: users.len(), got: counts.len() });
+        }
+        for (i, ((&user, chunk), count)) in
+            users.iter().zip(out.chunks_mut(kk.max(1))).zip(counts.iter_mut()).enumerate()
+        {
+            let filter = filter_for(i, user);
+            *count = self.top_k(user, kk, &filter, chunk)?;
+        }
+        Ok(())
+    }
+
+    fn ncf_user_of(&self, file: &BetFile<'_>, user: u32) -> Result<NcfUser, Error> {
+        let dense = ncf_dense(file)?;
+        let mlp = Self::row(&file.users(), user);
+        let gmf = file.user_gmf().map_or(Values::F32(&[]), |t| Self::row(&t, user));
+        Ok(NcfUser::new(&dense, mlp, gmf))
+    }
+
+    fn collector_slot<'o>(&self, k: usize, out: &'o mut [Scored]) -> Result<&'o mut [Scored], Error> {
+        let kk = k.min(self.summary().n_items as usize);
+        let got = out.len();
+        out.get_mut(..kk).ok_or(Error::OutputTooSmall { needed: kk, got })
+    }
+
+    fn rank_dot(
+        &self,
+        file: &BetFile<'_>,
+        u: &UserBuf,
+        k: usize,
+        filter: &Filter<'_>,
+        out: &mut [Scored],
+    ) -> Result<usize, Error> {
+        let n_items = self.summary().n_items;
+        filter.check(n_items)?;
+        let mut collector = Collector::new(self.collector_slot(k, out)?);
+        let items = file.items();
+        match filter.allow {
+            // A short allow-list (items in stock) is walked directly instead of scanning all.
+            Some(ItemSet::Sorted(list)) => {
+                let exclude = Filter { exclude: filter.exclude, allow: None };
+                for &index in list {
+                    let score = dot_values(u.row(), Self::row(&items, index));
+                    if collector.may_enter(score) && exclude.admits(index) {
+                        collector.offer(Scored { index, score });
+                    }
+                }
+            }
+            _ => scan_items(
+                self.kernel,
+                &self.item_runs,
+                &items,
+                u.row(),
+                &u.values,
+                &mut Sink::TopK { collector: &mut collector, filter },
+            ),
+        }
+        Ok(collector.finish())
+    }
+
+    fn rank_ncf(
+        &self,
+        file: &BetFile<'_>,
+        user: &NcfUser,
+        k: usize,
+        filter: &Filter<'_>,
+        out: &mut [Scored],
+    ) -> Result<usize, Error> {
+        let n_items = self.summary().n_items;
+        filter.check(n_items)?;
+        let dense = ncf_dense(file)?;
+        let mut collector = Collector::new(self.collector_slot(k, out)?);
+        for index in 0..n_items {
+            if !filter.admits(index) {
+                continue;
+            }
+            let (im, ig) = ncf_item_rows(file, index);
+            let score = user.score(&dense, im, ig);
+            if collector.may_enter(score) {
+                collector.offer(Scored { index, score });
+            }
+        }
+        Ok(collector.finish())
+    }
+}
+
+fn ncf_dense<'a>(file: &BetFile<'a>) -> Result<bet_format::NcfDense<'a>, Error> {
+    file.ncf_dense().ok_or(Error::Format(bet_format::Error::MissingSection { kind: bet_format::SectionKind::NcfDense }))
+}
+
+fn ncf_item_rows<'a>(file: &BetFile<'a>, item: u32) -> (Values<'a>, Values<'a>) {
+    let empty = Values::F32(&[]);
+    let mlp = file.items().row(item).unwrap_or(empty);
+    let gmf = file.item_gmf().and_then(|t| t.row(item)).unwrap_or(empty);
+    (mlp, gmf)
+}
+
+/// NaN scores are reported as the canonical quiet NaN (bit patterns of NaN differ by target).
+#[inline]
+fn canonical(s: f32) -> f32 {
+    if s.is_nan() { f32::NAN } else { s }
+}
