@@ -1,7 +1,7 @@
 //! The only module with `unsafe` code: the x86-64 AVX2/F16C block kernel and the mmap constructor.
 //!
 //! Audit notes
-//! - `block8` is safe to call: it checks every index it will read before entering the
+//! - `scan_blocks` is safe to call: it checks every index it will read before entering the
 //!   `unsafe` kernel, and it enters only when the CPU has AVX2 and F16C (checked at run time
 //!   under `std`, at compile time otherwise). Unaligned loads (`loadu`) are used throughout.
 //! - The kernel keeps one 8-lane accumulator per row: lane `l` of row `j` sums the products of
@@ -41,40 +41,71 @@ pub(crate) fn avx2_token() -> Option<Avx2Token> {
     avx2_f16c_available().then_some(Avx2Token(()))
 }
 
-/// Scores 8 consecutive rows of width `stride` starting at value `first` against `user`
-/// (`m` terms each). `None` when the block would read outside `values` or `user`, or when the
-/// CPU lacks the features: the caller then uses the portable kernel.
+/// Where a block scan stopped.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BlockHit {
+    /// Blocks of 8 rows fully passed over (all below the threshold).
+    pub skipped: usize,
+    /// Rows covered by the blocks the scan was allowed to run (at most the `rows` asked for).
+    pub covered: usize,
+    /// Bit `j` set when row `j` of the next block reaches the threshold; 0 when the scan ran out.
+    pub mask: u32,
+    /// The next block's scores (valid when `mask != 0`).
+    pub scores: [f32; 8],
+}
+
+/// Scores `rows` consecutive rows of width `stride`, starting at value `first`, against `user`
+/// (`m` terms each), 8 rows per block; stops at the first block in which some score is
+/// `>= threshold` (any block when `threshold` is `None`). A last block of fewer than 8 rows reads
+/// (and ignores) the rows that follow it. Returns `None` when the first block would read outside
+/// `values` or `user` (the caller then uses the portable kernel); otherwise the number of blocks
+/// is cut to what fits.
 #[inline]
 #[allow(unused_variables)]
-pub(crate) fn block8(
+pub(crate) fn scan_blocks(
     token: Avx2Token,
     values: Values<'_>,
     first: usize,
     stride: usize,
+    rows: usize,
     user: &[f32],
     m: usize,
-) -> Option<[f32; 8]> {
+    threshold: Option<f32>,
+) -> Option<BlockHit> {
     let Avx2Token(()) = token;
     #[cfg(target_arch = "x86_64")]
     {
-        if m == 0 || m > stride {
+        if m == 0 || m > stride || rows == 0 {
             return None;
         }
-        let chunks = m.div_ceil(8);
-        // Last element read: row 7, chunk `chunks - 1`, lane 7.
-        let last = first.checked_add(stride.checked_mul(7)?)?.checked_add(chunks * 8)?;
-        if user.len() < chunks * 8 || last > values.len() {
+        let chunk_values = m.div_ceil(8) * 8;
+        if user.len() < chunk_values {
             return None;
         }
-        // SAFETY: the CPU supports AVX2 and F16C (the token exists); every load reads indices
-        // `first + j*stride + 8c .. +8` for j < 8, c < chunks, all `< last <= values.len()`, and
-        // `user[8c .. 8c+8]` for c < chunks, all `< user.len()`.
+        // Block b reads up to index first + (8b + 7)*stride + chunk_values (exclusive); keep the
+        // blocks for which that is within `values`.
+        let room = values.len().checked_sub(first)?.checked_sub(chunk_values)?.checked_sub(7 * stride)?;
+        let blocks = rows.div_ceil(8).min(room / (8 * stride) + 1);
+        let rows = rows.min(8 * blocks);
+        let (t, open) = match threshold {
+            Some(t) => (t, false),
+            None => (f32::NEG_INFINITY, true),
+        };
+        let mut hit = BlockHit { skipped: 0, covered: rows, mask: 0, scores: [0.0; 8] };
+        // SAFETY: the CPU supports AVX2 and F16C (the token exists). For every block b < blocks,
+        // row j < 8 and chunk c < ceil(m/8), the kernel reads values
+        // `first + (8b + j)*stride + 8c .. +8`, whose end is at most
+        // first + (8(blocks-1) + 7)*stride + chunk_values <= values.len() by the cut above;
+        // and `user[8c .. 8c+8]`, within `user.len() >= chunk_values`.
         unsafe {
-            Some(match values {
-                Values::F32(v) => x86::block8_f32(v.as_ptr().add(first), stride, user.as_ptr(), m),
-                Values::F16(v) => x86::block8_f16(v.as_ptr().add(first).cast::<u16>(), stride, user.as_ptr(), m),
-            })
+            match values {
+                Values::F32(v) => x86::scan_f32(v.as_ptr().add(first), stride, rows, user.as_ptr(), m, t, open, &mut hit),
+                Values::F16(v) => {
+                    x86::scan_f16(v.as_ptr().add(first).cast::<u16>(), stride, rows, user.as_ptr(), m, t, open, &mut hit)
+                }
+            }
         }
+        Some(hit)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -111,45 +142,69 @@ mod x86 {
         _mm256_add_ps(_mm256_add_ps(s0, s2), _mm256_add_ps(s1, s3))
     }
 
-    macro_rules! block_kernel {
+    macro_rules! scan_kernel {
         ($name:ident, $elem:ty, $load:expr) => {
             /// # Safety
-            /// The CPU must support AVX2 and F16C. For `j < 8` and `c < ceil(m / 8)`, the 8
-            /// elements at `rows + j*stride + 8c` and the 8 floats at `user + 8c` must be readable.
+            /// The CPU must support AVX2 and F16C. For `b < ceil(rows / 8)`, `j < 8`, `c < ceil(m / 8)`,
+            /// the 8 elements at `data + (8b + j)*stride + 8c` and the 8 floats at `user + 8c`
+            /// must be readable.
             #[target_feature(enable = "avx2,f16c")]
-            pub(super) unsafe fn $name(rows: *const $elem, stride: usize, user: *const f32, m: usize) -> [f32; 8] {
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn $name(
+                data: *const $elem,
+                stride: usize,
+                rows: usize,
+                user: *const f32,
+                m: usize,
+                threshold: f32,
+                open: bool,
+                hit: &mut super::BlockHit,
+            ) {
                 let load = $load;
                 let full = m / 8;
                 let rem = m % 8;
-                let mut acc = [_mm256_setzero_ps(); 8];
-                for c in 0..full {
-                    // SAFETY: within the caller's contract (c < ceil(m/8)).
-                    let u = unsafe { _mm256_loadu_ps(user.add(8 * c)) };
-                    for (j, acc) in acc.iter_mut().enumerate() {
-                        let x = unsafe { load(rows.add(j * stride + 8 * c)) };
-                        *acc = _mm256_add_ps(*acc, _mm256_mul_ps(u, x));
+                let thr = _mm256_set1_ps(threshold);
+                // SAFETY: MASKS has 16 entries and 8 - rem + 8 <= 16.
+                let lanes = unsafe { _mm256_loadu_ps(MASKS.as_ptr().add(8 - rem).cast::<f32>()) };
+                let blocks = rows.div_ceil(8);
+                for b in 0..blocks {
+                    // SAFETY (all loads below): within the caller's contract.
+                    let base = unsafe { data.add(b * 8 * stride) };
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    for c in 0..full {
+                        let u = unsafe { _mm256_loadu_ps(user.add(8 * c)) };
+                        for (j, acc) in acc.iter_mut().enumerate() {
+                            let x = unsafe { load(base.add(j * stride + 8 * c)) };
+                            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(u, x));
+                        }
+                    }
+                    if rem > 0 {
+                        let u = unsafe { _mm256_loadu_ps(user.add(8 * full)) };
+                        for (j, acc) in acc.iter_mut().enumerate() {
+                            let x = unsafe { load(base.add(j * stride + 8 * full)) };
+                            *acc = _mm256_add_ps(*acc, _mm256_and_ps(_mm256_mul_ps(u, x), lanes));
+                        }
+                    }
+                    let scores = reduce_rows(acc);
+                    let valid = (rows - 8 * b).min(8);
+                    let mask = if open { 0xff } else { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(scores, thr)) as u32 }
+                        & ((1u32 << valid) - 1);
+                    if mask != 0 {
+                        // SAFETY: `hit.scores` holds 8 floats.
+                        unsafe { _mm256_storeu_ps(hit.scores.as_mut_ptr(), scores) };
+                        hit.skipped = b;
+                        hit.mask = mask;
+                        return;
                     }
                 }
-                if rem > 0 {
-                    // SAFETY: MASKS has 16 entries and 8 - rem + 8 <= 16; the loads are the
-                    // caller's chunk `full` (< ceil(m/8)).
-                    let mask = unsafe { _mm256_loadu_ps(MASKS.as_ptr().add(8 - rem).cast::<f32>()) };
-                    let u = unsafe { _mm256_loadu_ps(user.add(8 * full)) };
-                    for (j, acc) in acc.iter_mut().enumerate() {
-                        let x = unsafe { load(rows.add(j * stride + 8 * full)) };
-                        *acc = _mm256_add_ps(*acc, _mm256_and_ps(_mm256_mul_ps(u, x), mask));
-                    }
-                }
-                let mut out = [0.0f32; 8];
-                // SAFETY: `out` holds 8 floats.
-                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), reduce_rows(acc)) };
-                out
+                hit.skipped = blocks;
+                hit.mask = 0;
             }
         };
     }
 
-    block_kernel!(block8_f32, f32, |p: *const f32| unsafe { _mm256_loadu_ps(p) });
-    block_kernel!(block8_f16, u16, |p: *const u16| unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())) });
+    scan_kernel!(scan_f32, f32, |p: *const f32| unsafe { _mm256_loadu_ps(p) });
+    scan_kernel!(scan_f16, u16, |p: *const u16| unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())) });
 }
 
 #[cfg(feature = "std")]

@@ -180,6 +180,17 @@ impl Sink<'_, '_, '_> {
     }
 }
 
+impl Sink<'_, '_, '_> {
+    /// The score a row must reach to matter (`None`: every row matters).
+    #[inline(always)]
+    fn threshold(&self) -> Option<f32> {
+        match self {
+            Sink::TopK { collector, .. } => collector.threshold(),
+            Sink::All { .. } => None,
+        }
+    }
+}
+
 /// Scores every item against the user vector `user` (its width is `user.len()`; `padded` is the
 /// same vector followed by at least 8 zeros, for block kernels) and hands each score to `sink`.
 pub(crate) fn scan_items(
@@ -227,13 +238,31 @@ fn score_run(
         return;
     }
     if let Some(token) = avx2 {
-        while end_row - row >= 8 {
-            let Some(scores) = crate::audited::block8(token, values, first, w, padded, m) else { break };
-            for (j, s) in scores.iter().enumerate() {
-                sink.take(items, row + j as u32, *s);
+        // The kernel runs until a block has a score at or above the current threshold, so the
+        // common case (nothing enters the top-k) costs no per-row work outside it.
+        while row < end_row {
+            let rows = (end_row - row) as usize;
+            let threshold = sink.threshold();
+            let Some(hit) = crate::audited::scan_blocks(token, values, first, w, rows, padded, m, threshold) else {
+                break;
+            };
+            let passed = (8 * hit.skipped).min(hit.covered);
+            row += passed as u32;
+            first += passed * w;
+            if hit.mask == 0 {
+                if passed == 0 {
+                    break;
+                }
+                continue;
             }
-            row += 8;
-            first += 8 * w;
+            let in_block = (hit.covered - passed).min(8);
+            for (j, s) in hit.scores.iter().enumerate().take(in_block) {
+                if hit.mask & (1 << j) != 0 {
+                    sink.take(items, row + j as u32, *s);
+                }
+            }
+            row += in_block as u32;
+            first += in_block * w;
         }
     }
     let u = user.get(..m).unwrap_or(&[]);

@@ -145,6 +145,21 @@ impl<'o> Collector<'o> {
         }
     }
 
+    /// The score a candidate must reach (`>=`) to possibly enter, or `None` while every
+    /// candidate may enter (the heap is not full, or its root is NaN). Lets a block of scores be
+    /// rejected with one vector compare.
+    #[inline(always)]
+    pub(crate) fn threshold(&self) -> Option<f32> {
+        if self.len < self.heap.len() {
+            return None;
+        }
+        match self.heap.first() {
+            Some(root) if !root.score.is_nan() => Some(root.score),
+            Some(_) => None,
+            None => Some(f32::INFINITY),
+        }
+    }
+
     /// Offers a candidate (call after `may_enter` and the filter).
     #[inline]
     pub(crate) fn offer(&mut self, candidate: Scored) {

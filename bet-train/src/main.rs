@@ -1,1 +1,168 @@
-fn main() {}
+//! The `bet` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use bet_format::{Decimal, ValueDtype};
+use bet_runtime::{Filter, Kernel, Model, Scored};
+use bet_train::report::{self, Limits};
+use bet_train::synthetic::{SyntheticModel, zipf_frequencies};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "bet", version, about = "Budgeted embedding tables: inspect, verify and benchmark .bet files")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KernelArg {
+    Auto,
+    Portable,
+    Avx2,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what a .bet file holds: kind, counts, budget, widths, sections, checksums, provenance.
+    Inspect {
+        /// The file.
+        file: PathBuf,
+        /// Print the versioned JSON report (schema bet-inspect/1) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The size-budget gate: exit 0 if valid and within limits, 1 if over a limit, 2 if corrupt.
+    Verify {
+        /// The file.
+        file: PathBuf,
+        /// Most parameters allowed (embedding values + dense weights).
+        #[arg(long, value_name = "N")]
+        max_params: Option<u64>,
+        /// Most file bytes allowed.
+        #[arg(long, value_name = "N")]
+        max_bytes: Option<u64>,
+    },
+    /// Write a synthetic budgeted model, inspect it, verify it and rank items with the runtime.
+    Demo {
+        /// Where to write demo.bet.
+        #[arg(long, default_value = "target/bet-demo")]
+        out: PathBuf,
+        /// Sparsity (0.9 keeps 10% of a full 128-wide table).
+        #[arg(long, default_value = "0.9")]
+        sparsity: String,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// One-user and batch top-20 on a Gowalla-sized file against dense baselines.
+    Topk {
+        /// Gowalla directory (train.txt) for real popularity and exclusions.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Queries per measurement.
+        #[arg(long, default_value_t = 2000)]
+        queries: usize,
+        /// Megabytes of distinct files rotated over for cold-cache queries.
+        #[arg(long, default_value_t = 192)]
+        cold_megabytes: usize,
+        /// Scoring kernel.
+        #[arg(long, value_enum, default_value = "auto")]
+        kernel: KernelArg,
+        /// Also write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Inspect { file, json } => match report::inspect(&file) {
+            Ok(r) if json => {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(r) => {
+                print!("{}", r.render());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", file.display());
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Verify { file, max_params, max_bytes } => {
+            let v = report::verify(&file, Limits { max_params, max_bytes });
+            if v.exit_code == 0 {
+                println!("{}", v.line);
+            } else {
+                eprintln!("{}", v.line);
+            }
+            Ok(ExitCode::from(v.exit_code))
+        }
+        Command::Demo { out, sparsity } => demo(&out, &sparsity),
+        Command::Bench { which: BenchCommand::Topk { data, queries, cold_megabytes, kernel, json } } => {
+            let kernel = match kernel {
+                KernelArg::Auto => None,
+                KernelArg::Portable => Some(Kernel::Portable),
+                KernelArg::Avx2 => Some(Kernel::Avx2F16c),
+            };
+            let report = bet_train::bench::run_topk(&bet_train::bench::TopkOptions { data, queries, cold_megabytes, kernel })?;
+            if let Some(path) = json {
+                bet_format::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn demo(out: &Path, sparsity: &str) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join("demo.bet");
+    let keep = Decimal::from_sparsity(sparsity).context("--sparsity")?;
+    let (n_users, n_items) = (2_000, 3_000);
+    let model = SyntheticModel::budgeted(&zipf_frequencies(n_users, 1), &zipf_frequencies(n_items, 2), 128, keep, 42)?;
+    let bytes = model.to_bytes(ValueDtype::F16, "demo (synthetic)")?;
+    bet_format::write_atomic(&path, &bytes)?;
+    println!("== wrote {} ({} bytes)\n", path.display(), bytes.len());
+    println!("== bet inspect {}", path.display());
+    print!("{}", report::inspect(&path).map_err(|e| anyhow::anyhow!("{e}"))?.render());
+    let limit = bet_format::Budget::limit_for(keep, 128, (n_users + n_items) as u64)?;
+    println!("\n== bet verify {} --max-params {limit}", path.display());
+    let v = report::verify(&path, Limits { max_params: Some(limit), max_bytes: None });
+    println!("{} (exit {})", v.line, v.exit_code);
+    let tight = limit / 2;
+    println!("\n== bet verify {} --max-params {tight}   (a gate that must fail)", path.display());
+    let v2 = report::verify(&path, Limits { max_params: Some(tight), max_bytes: None });
+    println!("{} (exit {})", v2.line, v2.exit_code);
+    anyhow::ensure!(v.exit_code == 0 && v2.exit_code == 1, "the size gate did not behave");
+
+    let model = Model::read(&path)?;
+    println!("\n== top-10 with bet-runtime ({:?} kernel)", model.kernel());
+    let mut top = [Scored::EMPTY; 10];
+    for user in [0u32, 1, 2] {
+        let n = model.top_k(user, 10, &Filter::NONE, &mut top)?;
+        let items: Vec<String> = top[..n].iter().map(|s| format!("{}:{:.4}", s.index, s.score)).collect();
+        println!("user {user}: {}", items.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,12 @@
+//! # bet-train: the host side of bet
+//!
+//! Today: the `bet` command line's library parts — [`report`] (`bet inspect`, `bet verify`,
+//! the size-budget gate), [`synthetic`] (seeded budgeted models for the demo and benchmarks)
+//! and [`bench`] (`bet bench topk`). Training, the BET search and export arrive with the
+//! trainer issues; they will write files through `bet_format::ModelContents` like the demo does.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod report;
+pub mod synthetic;
