@@ -41,6 +41,19 @@ pub(crate) fn avx2_token() -> Option<Avx2Token> {
     avx2_f16c_available().then_some(Avx2Token(()))
 }
 
+/// Rows of equal width, contiguous in a values section.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RunSlice<'a> {
+    /// The table's values.
+    pub values: Values<'a>,
+    /// Offset of the first row's first value.
+    pub first: usize,
+    /// The rows' width.
+    pub stride: usize,
+    /// How many rows.
+    pub rows: usize,
+}
+
 /// Where a block scan stopped.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BlockHit {
@@ -64,15 +77,13 @@ pub(crate) struct BlockHit {
 #[allow(unused_variables)]
 pub(crate) fn scan_blocks(
     token: Avx2Token,
-    values: Values<'_>,
-    first: usize,
-    stride: usize,
-    rows: usize,
+    run: RunSlice<'_>,
     user: &[f32],
     m: usize,
     threshold: Option<f32>,
 ) -> Option<BlockHit> {
     let Avx2Token(()) = token;
+    let RunSlice { values, first, stride, rows } = run;
     #[cfg(target_arch = "x86_64")]
     {
         if m == 0 || m > stride || rows == 0 {
@@ -99,10 +110,19 @@ pub(crate) fn scan_blocks(
         // and `user[8c .. 8c+8]`, within `user.len() >= chunk_values`.
         unsafe {
             match values {
-                Values::F32(v) => x86::scan_f32(v.as_ptr().add(first), stride, rows, user.as_ptr(), m, t, open, &mut hit),
-                Values::F16(v) => {
-                    x86::scan_f16(v.as_ptr().add(first).cast::<u16>(), stride, rows, user.as_ptr(), m, t, open, &mut hit)
+                Values::F32(v) => {
+                    x86::scan_f32(v.as_ptr().add(first), stride, rows, user.as_ptr(), m, t, open, &mut hit)
                 }
+                Values::F16(v) => x86::scan_f16(
+                    v.as_ptr().add(first).cast::<u16>(),
+                    stride,
+                    rows,
+                    user.as_ptr(),
+                    m,
+                    t,
+                    open,
+                    &mut hit,
+                ),
             }
         }
         Some(hit)
@@ -187,8 +207,9 @@ mod x86 {
                     }
                     let scores = reduce_rows(acc);
                     let valid = (rows - 8 * b).min(8);
-                    let mask = if open { 0xff } else { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(scores, thr)) as u32 }
-                        & ((1u32 << valid) - 1);
+                    let mask =
+                        if open { 0xff } else { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(scores, thr)) as u32 }
+                            & ((1u32 << valid) - 1);
                     if mask != 0 {
                         // SAFETY: `hit.scores` holds 8 floats.
                         unsafe { _mm256_storeu_ps(hit.scores.as_mut_ptr(), scores) };

@@ -243,7 +243,8 @@ fn score_run(
         while row < end_row {
             let rows = (end_row - row) as usize;
             let threshold = sink.threshold();
-            let Some(hit) = crate::audited::scan_blocks(token, values, first, w, rows, padded, m, threshold) else {
+            let slice = crate::audited::RunSlice { values, first, stride: w, rows };
+            let Some(hit) = crate::audited::scan_blocks(token, slice, padded, m, threshold) else {
                 break;
             };
             let passed = (8 * hit.skipped).min(hit.covered);

@@ -60,7 +60,8 @@ fn hot_paths_never_allocate() {
         let bytes = AlignedBytes::new(&owned.bytes());
         let n_items = 700u32;
         // Every user's "training items": a sorted list per user, prepared before counting.
-        let exclusions: Vec<Vec<u32>> = (0..40u32).map(|u| (0..n_items).filter(|i| (i * 7 + u) % 5 == 0).collect()).collect();
+        let exclusions: Vec<Vec<u32>> =
+            (0..40u32).map(|u| (0..n_items).filter(|i| (i * 7 + u) % 5 == 0).collect()).collect();
         let users: Vec<u32> = (0..40).collect();
         let mut out = vec![Scored::EMPTY; 20];
         let mut batch = vec![Scored::EMPTY; 40 * 20];

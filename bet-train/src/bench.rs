@@ -110,7 +110,13 @@ fn workload(opts: &TopkOptions) -> anyhow::Result<Workload> {
             let user_freq = lists.iter().map(|l| l.len() as u32).collect();
             let mut rng = SplitMix(7);
             let users = (0..opts.queries).map(|_| (rng.next_u64() % lists.len() as u64) as u32).collect();
-            Ok(Workload { users, exclusions: lists, user_freq, item_freq, source: format!("{} (train.txt)", dir.display()) })
+            Ok(Workload {
+                users,
+                exclusions: lists,
+                user_freq,
+                item_freq,
+                source: format!("{} (train.txt)", dir.display()),
+            })
         }
         None => {
             let mut rng = SplitMix(7);
@@ -169,7 +175,9 @@ pub fn run_topk(opts: &TopkOptions) -> anyhow::Result<serde_json::Value> {
         (0..3)
             .map(|_| {
                 time(|| {
-                    let ub = Array2::from_shape_fn((batch_users.len(), 128), |(r, c)| user_table[[batch_users[r] as usize, c]]);
+                    let ub = Array2::from_shape_fn((batch_users.len(), 128), |(r, c)| {
+                        user_table[[batch_users[r] as usize, c]]
+                    });
                     let mut s = ub.dot(&table.t());
                     let mut tops = Vec::with_capacity(batch_users.len());
                     for (r, &u) in batch_users.iter().enumerate() {
@@ -208,7 +216,7 @@ pub fn run_topk(opts: &TopkOptions) -> anyhow::Result<serde_json::Value> {
         let query = |m: &Model<&[u8]>, u: u32, out: &mut [Scored]| {
             let ex = &w.exclusions[u as usize];
             let filter = Filter { exclude: Some(ItemSet::Sorted(ex)), allow: None };
-            m.top_k(u, K, &filter, out).map(|n| black_box(n))
+            m.top_k(u, K, &filter, out).map(black_box)
         };
         for &u in w.users.iter().take(200) {
             query(&model, u, &mut out)?;
@@ -225,11 +233,7 @@ pub fn run_topk(opts: &TopkOptions) -> anyhow::Result<serde_json::Value> {
             }
         }
         let cold = median(
-            w.users
-                .iter()
-                .enumerate()
-                .map(|(q, &u)| time(|| query(&models[q % copies], u, &mut out)).0)
-                .collect(),
+            w.users.iter().enumerate().map(|(q, &u)| time(|| query(&models[q % copies], u, &mut out)).0).collect(),
         );
 
         let mut batch_out = vec![Scored::EMPTY; batch_users.len() * K];
@@ -250,7 +254,9 @@ pub fn run_topk(opts: &TopkOptions) -> anyhow::Result<serde_json::Value> {
                 })
                 .collect(),
         );
-        let open = median((0..21).map(|_| time(|| black_box(Model::new(aligned.as_bytes()).map(|m| m.summary()))).0).collect());
+        let open = median(
+            (0..21).map(|_| time(|| black_box(Model::new(aligned.as_bytes()).map(|m| m.summary()))).0).collect(),
+        );
         let open_crc = median(
             (0..11)
                 .map(|_| time(|| black_box(Model::new(aligned.as_bytes()).and_then(|m| m.verify_checksums()))).0)
@@ -258,8 +264,8 @@ pub fn run_topk(opts: &TopkOptions) -> anyhow::Result<serde_json::Value> {
         );
         let s = model.summary();
         println!(
-            "keep {keep_text} f16 ({} kernel): file {:.2} MB, item values {:.2} MB, limit {}, stored {}",
-            format!("{:?}", model.kernel()),
+            "keep {keep_text} f16 ({:?} kernel): file {:.2} MB, item values {:.2} MB, limit {}, stored {}",
+            model.kernel(),
             bytes.len() as f64 / 1e6,
             item_bytes as f64 / 1e6,
             s.budget.map_or(0, |b| b.limit),

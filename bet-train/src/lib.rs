@@ -2,7 +2,7 @@
 //!
 //! Today: the `bet` command line's library parts — [`report`] (`bet inspect`, `bet verify`,
 //! the size-budget gate), [`synthetic`] (seeded budgeted models for the demo and benchmarks)
-//! and [`bench`] (`bet bench topk`). Training, the BET search and export arrive with the
+//! and [`mod@bench`] (`bet bench topk`). Training, the BET search and export arrive with the
 //! trainer issues; they will write files through `bet_format::ModelContents` like the demo does.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -10,3 +10,8 @@
 pub mod bench;
 pub mod report;
 pub mod synthetic;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

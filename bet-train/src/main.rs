@@ -126,7 +126,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 KernelArg::Portable => Some(Kernel::Portable),
                 KernelArg::Avx2 => Some(Kernel::Avx2F16c),
             };
-            let report = bet_train::bench::run_topk(&bet_train::bench::TopkOptions { data, queries, cold_megabytes, kernel })?;
+            let report =
+                bet_train::bench::run_topk(&bet_train::bench::TopkOptions { data, queries, cold_megabytes, kernel })?;
             if let Some(path) = json {
                 bet_format::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
             }

@@ -145,7 +145,14 @@ fn histogram(t: &bet_format::RaggedTable<'_>, vector_width: u32) -> WidthHistogr
     let min = counts.iter().position(|&c| c > 0).unwrap_or(0) as u32;
     let max = counts.iter().rposition(|&c| c > 0).unwrap_or(0) as u32;
     let values = t.stored_values();
-    WidthHistogram { rows, values, min, max, mean: if rows == 0 { 0.0 } else { values as f64 / f64::from(rows) }, counts }
+    WidthHistogram {
+        rows,
+        values,
+        min,
+        max,
+        mean: if rows == 0 { 0.0 } else { values as f64 / f64::from(rows) },
+        counts,
+    }
 }
 
 fn quality(q: Option<bet_format::Quality>) -> Option<QualityReport> {
@@ -254,7 +261,14 @@ impl Inspection {
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut o = String::new();
-        let _ = writeln!(o, "{}: .bet {}, {} bytes, {} sections", self.path, self.format_version, self.file_bytes, self.sections.len());
+        let _ = writeln!(
+            o,
+            "{}: .bet {}, {} bytes, {} sections",
+            self.path,
+            self.format_version,
+            self.file_bytes,
+            self.sections.len()
+        );
         let _ = writeln!(
             o,
             "model      {} (placement {}), d_max {}, vector width {}, values {}",

@@ -67,7 +67,11 @@ impl SyntheticModel {
         let limit = Budget::limit_for(keep, d_max, entities)?;
         anyhow::ensure!(limit >= entities, "budget {limit} cannot give {entities} entities width 1");
         let total = |a: f64| -> u64 {
-            widths_for(user_frequency, a, d_max).iter().chain(&widths_for(item_frequency, a, d_max)).map(|&w| u64::from(w)).sum()
+            widths_for(user_frequency, a, d_max)
+                .iter()
+                .chain(&widths_for(item_frequency, a, d_max))
+                .map(|&w| u64::from(w))
+                .sum()
         };
         let (mut lo, mut hi) = (0.0f64, 1e9f64);
         for _ in 0..200 {

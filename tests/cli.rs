@@ -1,0 +1,102 @@
+//! End-to-end tests of the `bet` command line: inspect, and verify's exit codes (the CI gate).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bet(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bet")).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn golden(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../bet-format/tests/golden").join(name).display().to_string()
+}
+
+fn temp_copy(dir: &tempfile::TempDir, name: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut bytes = std::fs::read(golden(name)).unwrap();
+    f(&mut bytes);
+    let p = dir.path().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn inspect_reports_the_file() {
+    let (code, out, _) = bet(&["inspect", &golden("lightgcn_f16_width.bet")]);
+    assert_eq!(code, 0);
+    for needle in [
+        "lightgcn (placement output)",
+        "6 users, 24 items",
+        "keep 0.6 -> limit 288",
+        "checksums  ok",
+        "split paper-50-25-25",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    let (code, out, _) = bet(&["inspect", "--json", &golden("ncf_f16.bet")]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["schema"], "bet-inspect/1");
+    assert_eq!(v["model"], "ncf");
+    assert_eq!(v["parameters"].as_u64().unwrap(), v["embedding_values"].as_u64().unwrap() + 8 * 16 + 8 + 16 + 1);
+    let hist: u64 = v["item_widths"]["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum();
+    assert_eq!(hist, 6);
+    let (code, _, err) = bet(&["inspect", "/nonexistent/file.bet"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unreadable"), "{err}");
+}
+
+#[test]
+fn verify_exit_codes_are_the_ci_contract() {
+    let f = golden("mf_f32_ids.bet");
+    let size = std::fs::metadata(&f).unwrap().len().to_string();
+    // Valid and within limits (53 embedding values).
+    let (code, out, _) = bet(&["verify", &f, "--max-params", "53", "--max-bytes", &size]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ok: "), "{out}");
+    // Over the parameter limit: exit 1 and one line saying by how much.
+    let (code, _, err) = bet(&["verify", &f, "--max-params", "50"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1);
+    assert!(err.contains("parameters 53 exceed --max-params 50 by 3"), "{err}");
+    let (code, _, err) = bet(&["verify", &f, "--max-bytes", "1000"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "file size {size} bytes exceeds --max-bytes 1000 by {}",
+            size.parse::<u64>().unwrap() - 1000
+        )),
+        "{err}"
+    );
+    // Corrupt: a flipped payload bit (CRC), a truncated file, non-finite values: exit 2.
+    let dir = tempfile::tempdir().unwrap();
+    let flipped = temp_copy(&dir, "mf_f32_ids.bet", |b| {
+        let n = b.len();
+        b[n - 3] ^= 1;
+    });
+    let (code, _, err) = bet(&["verify", flipped.to_str().unwrap(), "--max-params", "1000"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("checksum mismatch"), "{err}");
+    let truncated = temp_copy(&dir, "ngcf_f32_width.bet", |b| b.truncate(100));
+    assert_eq!(bet(&["verify", truncated.to_str().unwrap()]).0, 2);
+    let (code, _, err) = bet(&["verify", &golden("mf_special_values.bet")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("non-finite"), "{err}");
+    // A wrong flag is a usage error (clap: exit 2), never a silent pass.
+    assert_eq!(bet(&["verify", &f, "--max-parms", "5"]).0, 2);
+    assert_eq!(bet(&["verify", &f, "--max-params", "-5"]).0, 2);
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = bet(&["demo", "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("(exit 0)") && out.contains("(exit 1)") && out.contains("user 2:"), "{out}");
+    let (code, _, _) = bet(&["demo", "--out", dir.path().to_str().unwrap(), "--sparsity", "1.5"]);
+    assert_eq!(code, 2);
+}
