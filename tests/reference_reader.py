@@ -1,8 +1,9 @@
 """Independent reader for `.bet` files, written from docs/format.md alone (no other source read).
 
 Usage: reference_reader.py FILE [FILE ...] [--users 0,1,2] [--k 10]. Validates each file (spec §2,
-§4-§6), recomputes top-k with bit-exact f32 arithmetic (§7), prints one JSON document. Invalid
-files: "error: PATH: REASON" on stderr (valid files are still reported) and exit status 2."""
+§4-§6; blocked f32x8/f16x8 values are put back in row-major order, §4.1), recomputes top-k with
+bit-exact f32 arithmetic (§7), prints one JSON document. Invalid files: "error: PATH: REASON" on
+stderr (valid files are still reported) and exit status 2."""
 import argparse, json, math, struct, sys
 
 MAGIC, F32 = b'\x89BET\r\n\x1a\n', struct.Struct('<f')
@@ -23,10 +24,11 @@ def f(x):  # round a double to the nearest f32 (RNE); NaN stays NaN, overflow go
     except OverflowError: return math.copysign(math.inf, x)
 
 # kind -> (name, allowed dtypes, REQUIRED flag); dtype -> (struct code, size)
-KINDS = {1: ('meta', {0}, 1), 2: ('urp', {1}, 1), 3: ('uval', {2, 3}, 1), 4: ('irp', {1}, 1),
-         5: ('ival', {2, 3}, 1), 6: ('ugmf', {2, 3}, 1), 7: ('igmf', {2, 3}, 1), 8: ('dense', {2}, 1),
+VAL = {2, 3, 4, 5}  # value dtypes: f32, f16, f32x8, f16x8 (4 and 5: blocked order, section 4.1)
+KINDS = {1: ('meta', {0}, 1), 2: ('urp', {1}, 1), 3: ('uval', VAL, 1), 4: ('irp', {1}, 1),
+         5: ('ival', VAL, 1), 6: ('ugmf', VAL, 1), 7: ('igmf', VAL, 1), 8: ('dense', {2}, 1),
          9: ('uperm', {1}, 1), 10: ('iperm', {1}, 1), 11: ('uids', {0}, 0), 12: ('iids', {0}, 0)}
-DT = {0: ('B', 1), 1: ('I', 4), 2: ('f', 4), 3: ('e', 2)}
+DT = {0: ('B', 1), 1: ('I', 4), 2: ('f', 4), 3: ('e', 2), 4: ('f', 4), 5: ('e', 2)}
 al64 = lambda x: (x + 63) // 64 * 64
 bits = lambda s: '7fc00000' if s != s else format(struct.unpack('<I', F32.pack(s))[0], '08x')
 
@@ -57,6 +59,14 @@ def metadata(b):
     need(p.p == len(b), 'metadata trailing bytes')
     return m
 
+def unblock(v, rp, n):  # section 4.1: return the values in row-major order
+    v = list(v)
+    for g in range(n // 8):
+        b, w = rp[8 * g], rp[8 * g + 1] - rp[8 * g]  # uniform group: 8 rows of one width w >= 1
+        if w >= 1 and all(rp[8 * g + k] == b + k * w for k in range(9)):
+            v[b:b + 8 * w] = [v[b + 8 * t + j] for j in range(8) for t in range(w)]
+    return v
+
 def check_ids(b, n):
     need(len(b) >= 8 * n + 8, 'id section too short')
     cnt, *rest = struct.unpack_from(f'<{2 * n + 2}I', b); need(cnt == n, 'id count mismatch')
@@ -74,7 +84,7 @@ def parse(d):
     need(cnt <= 64 and 64 + 32 * cnt <= len(d), 'bad section count')
     need(crc32c(d[:12] + b'\0' * 4 + d[16:64 + 32 * cnt]) == hcrc, 'header CRC mismatch')
     need(flags == 0 and not any(d[32:64]), 'header flags/reserved nonzero')
-    sec, end, seen = {}, 64 + 32 * cnt, set()
+    sec, end, seen, blocked = {}, 64 + 32 * cnt, set(), set()
     for e in range(cnt):
         kind, dt, fl, crc, off, ln, res = struct.unpack_from('<HBBIQQQ', d, 64 + 32 * e)
         need(res == 0 and off + ln <= flen, 'section reserved/bounds')
@@ -87,6 +97,7 @@ def parse(d):
         b, end = d[off:off + ln], off + ln; need(crc32c(b) == crc, f'section {kind} CRC mismatch')
         if kind in KINDS:
             sec[KINDS[kind][0]] = b if dt == 0 else list(struct.unpack(f'<{ln // DT[dt][1]}{DT[dt][0]}', b))
+            if dt in (4, 5): blocked.add(KINDS[kind][0])
     need(end == len(d), 'trailing bytes')
     need(all(k in sec for k in ('meta', 'urp', 'uval', 'irp', 'ival')), 'missing required section')
     m = metadata(sec['meta']); ncf, dm = m['model'] == 3, m['d_max']
@@ -101,9 +112,11 @@ def parse(d):
         perm = sec.get(side + 'perm', list(range(n)) * 2)
         need(len(perm) == 2 * n and all(x < n for x in perm), f'{side} permutation')
         need(all(perm[n + perm[i]] == i for i in range(n)), f'{side} permutation not inverse')
+        if side + 'val' in blocked: vals = unblock(vals, rp, n)
         m[side + 'rows'] = [vals[rp[r]:rp[r + 1]] for r in perm[:n]]  # by index, not storage row
         if ncf:
             g = sec[side + 'gmf']; need(len(g) == len(vals), f'{side} GMF length')
+            if side + 'gmf' in blocked: g = unblock(g, rp, n)
             m[side + 'g'] = [g[rp[r]:rp[r + 1]] for r in perm[:n]]
         if side + 'ids' in sec: check_ids(sec[side + 'ids'], n)
     stored = sum(len(sec[k]) for k in ('uval', 'ival', 'ugmf', 'igmf') if k in sec)

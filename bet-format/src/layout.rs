@@ -70,6 +70,10 @@ pub enum Dtype {
     F32 = 2,
     /// IEEE-754 binary16, little-endian; widened exactly to `f32` for scoring.
     F16 = 3,
+    /// `f32` values in the 8-row blocked order (spec §4.1).
+    F32x8 = 4,
+    /// `f16` values in the 8-row blocked order (spec §4.1).
+    F16x8 = 5,
 }
 
 impl Dtype {
@@ -80,6 +84,8 @@ impl Dtype {
             1 => Some(Dtype::U32),
             2 => Some(Dtype::F32),
             3 => Some(Dtype::F16),
+            4 => Some(Dtype::F32x8),
+            5 => Some(Dtype::F16x8),
             _ => None,
         }
     }
@@ -87,8 +93,8 @@ impl Dtype {
     pub const fn size(self) -> usize {
         match self {
             Dtype::U8 => 1,
-            Dtype::U32 | Dtype::F32 => 4,
-            Dtype::F16 => 2,
+            Dtype::U32 | Dtype::F32 | Dtype::F32x8 => 4,
+            Dtype::F16 | Dtype::F16x8 => 2,
         }
     }
 }
@@ -100,6 +106,8 @@ impl core::fmt::Display for Dtype {
             Dtype::U32 => "u32",
             Dtype::F32 => "f32",
             Dtype::F16 => "f16",
+            Dtype::F32x8 => "f32x8",
+            Dtype::F16x8 => "f16x8",
         })
     }
 }
@@ -141,15 +149,15 @@ section_kinds! {
     /// User `row_ptr`: `n_users + 1` monotone offsets into the user values, in storage order.
     UserRowPtr = 2, "user_row_ptr", required = true, dtypes = [U32];
     /// User values (the MLP table for NCF), rows concatenated in storage order.
-    UserValues = 3, "user_values", required = true, dtypes = [F32, F16];
+    UserValues = 3, "user_values", required = true, dtypes = [F32, F16, F32x8, F16x8];
     /// Item `row_ptr`.
     ItemRowPtr = 4, "item_row_ptr", required = true, dtypes = [U32];
     /// Item values (the MLP table for NCF).
-    ItemValues = 5, "item_values", required = true, dtypes = [F32, F16];
+    ItemValues = 5, "item_values", required = true, dtypes = [F32, F16, F32x8, F16x8];
     /// NCF: the user GMF table, same widths (same `row_ptr`) as the user values.
-    UserGmfValues = 6, "user_gmf_values", required = true, dtypes = [F32, F16];
+    UserGmfValues = 6, "user_gmf_values", required = true, dtypes = [F32, F16, F32x8, F16x8];
     /// NCF: the item GMF table, same widths as the item values.
-    ItemGmfValues = 7, "item_gmf_values", required = true, dtypes = [F32, F16];
+    ItemGmfValues = 7, "item_gmf_values", required = true, dtypes = [F32, F16, F32x8, F16x8];
     /// NCF dense weights: W1 (d × 2d, row-major), b1 (d), w_out (2d), b_out (1).
     NcfDense = 8, "ncf_dense", required = true, dtypes = [F32];
     /// User storage permutation: `row_of_index[n]` then `index_of_row[n]`.

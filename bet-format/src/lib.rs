@@ -30,6 +30,7 @@
 //!     items: TableInput { widths: &[4, 0, 1], values: &[1.0, 0.5, 0.25, 0.125, 9.0] },
 //!     ncf: None, keep: Some(Decimal::parse("0.5")?), provenance,
 //!     value_dtype: ValueDtype::F32, storage: StorageOrder::WidthDescending,
+//!     value_layout: ValueLayout::Blocked8,
 //!     user_ids: None, item_ids: None,
 //! };
 //! let bytes = AlignedBytes::from(contents.to_bytes()?);
@@ -68,8 +69,8 @@ pub use layout::{
 };
 pub use meta::{Budget, Decimal, MaskPlacement, Metadata, MetadataRepr, ModelKind, Provenance, Quality};
 pub use view::{
-    BetFile, FileLayout, IdMap, NcfDense, Permutation, RaggedTable, SectionEntry, Summary, ValueDtype, Values,
-    ncf_dense_len,
+    BLOCK_ROWS, BetFile, FileLayout, IdMap, NcfDense, Permutation, RaggedTable, Row, SectionEntry, Summary, ValueDtype,
+    Values, ncf_dense_len,
 };
 #[cfg(feature = "std")]
-pub use writer::{ModelContents, NcfInput, StorageOrder, TableInput, write_atomic};
+pub use writer::{ModelContents, NcfInput, StorageOrder, TableInput, ValueLayout, write_atomic};

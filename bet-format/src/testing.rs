@@ -7,6 +7,7 @@ use std::vec::Vec;
 
 use crate::{
     AlignedBytes, Decimal, MaskPlacement, ModelContents, ModelKind, Provenance, StorageOrder, TableInput, ValueDtype,
+    ValueLayout,
 };
 
 /// Re-export under the name the docs use.
@@ -61,6 +62,7 @@ pub fn tiny_file_bytes() -> Vec<u8> {
         provenance: synthetic_provenance(),
         value_dtype: ValueDtype::F32,
         storage: StorageOrder::WidthDescending,
+        value_layout: ValueLayout::RowMajor,
         user_ids: None,
         item_ids: None,
     }
@@ -106,6 +108,7 @@ pub fn golden_cases() -> Result<Vec<GoldenCase>, crate::Error> {
             provenance: prov,
             value_dtype: ValueDtype::F32,
             storage: StorageOrder::Index,
+            value_layout: ValueLayout::RowMajor,
             user_ids: Some(&user_ids),
             item_ids: Some(&item_ids),
         }
@@ -129,6 +132,7 @@ pub fn golden_cases() -> Result<Vec<GoldenCase>, crate::Error> {
             provenance: Provenance { dataset: "golden", split: "paper-50-25-25", seed: 7, threads: 2, ..prov },
             value_dtype: ValueDtype::F16,
             storage: StorageOrder::WidthDescending,
+            value_layout: ValueLayout::RowMajor,
             user_ids: None,
             item_ids: None,
         }
@@ -152,6 +156,7 @@ pub fn golden_cases() -> Result<Vec<GoldenCase>, crate::Error> {
             provenance: prov,
             value_dtype: ValueDtype::F32,
             storage: StorageOrder::WidthDescending,
+            value_layout: ValueLayout::RowMajor,
             user_ids: None,
             item_ids: None,
         }
@@ -179,6 +184,7 @@ pub fn golden_cases() -> Result<Vec<GoldenCase>, crate::Error> {
             provenance: prov,
             value_dtype: ValueDtype::F16,
             storage: StorageOrder::WidthDescending,
+            value_layout: ValueLayout::RowMajor,
             user_ids: None,
             item_ids: None,
         }
@@ -213,6 +219,33 @@ pub fn golden_cases() -> Result<Vec<GoldenCase>, crate::Error> {
             provenance: prov,
             value_dtype: ValueDtype::F32,
             storage: StorageOrder::WidthDescending,
+            value_layout: ValueLayout::RowMajor,
+            user_ids: None,
+            item_ids: None,
+        }
+        .to_bytes()?,
+    });
+    // 6. Blocked value order: widths from a small set, so many aligned groups of 8 share a width.
+    let pick = |seed: u64, n: usize| -> Vec<u32> {
+        (0..n as u64).map(|i| [3u32, 5, 9, 16][((hash_value(seed, i) + 1.0) * 1.999) as usize % 4]).collect()
+    };
+    let uw = pick(61, 10);
+    let iw = pick(62, 70);
+    let (uv, iv) = (values_for(&uw, 63), values_for(&iw, 64));
+    out.push(GoldenCase {
+        name: "lightgcn_f16x8_blocked.bet",
+        bytes: ModelContents {
+            model: ModelKind::LightGcn,
+            placement: MaskPlacement::Both,
+            d_max: 16,
+            users: TableInput { widths: &uw, values: &uv },
+            items: TableInput { widths: &iw, values: &iv },
+            ncf: None,
+            keep: Some(Decimal { units: 75, scale: 2 }),
+            provenance: prov,
+            value_dtype: ValueDtype::F16,
+            storage: StorageOrder::WidthDescending,
+            value_layout: ValueLayout::Blocked8,
             user_ids: None,
             item_ids: None,
         }

@@ -94,6 +94,7 @@ impl ValueDtype {
 struct ValuesLayout {
     span: Span,
     dtype: ValueDtype,
+    blocked: bool,
     kind: SectionKind,
 }
 
@@ -214,6 +215,53 @@ impl<'a> Values<'a> {
     }
 }
 
+/// Rows per block in the blocked value order (`f32x8`/`f16x8`).
+pub const BLOCK_ROWS: u32 = 8;
+
+/// One row's values: `width` values at `start + t * stride` of a table's values (stride 1 in
+/// row-major order, 8 inside a blocked group).
+#[derive(Clone, Copy, Debug)]
+pub struct Row<'a> {
+    values: Values<'a>,
+    start: usize,
+    width: usize,
+    stride: usize,
+}
+
+impl<'a> Row<'a> {
+    /// The row's width.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+    /// Value `t` widened to f32 (`None` past the width).
+    pub fn get(&self, t: usize) -> Option<f32> {
+        if t >= self.width {
+            return None;
+        }
+        self.values.get(self.start.checked_add(t.checked_mul(self.stride)?)?)
+    }
+    /// Writes the values widened to f32 into the front of `out`; returns how many.
+    pub fn widen_into(&self, out: &mut [f32]) -> usize {
+        if let Some(v) = self.contiguous() {
+            return v.widen_into(out);
+        }
+        let mut n = 0;
+        for (t, slot) in out.iter_mut().enumerate().take(self.width) {
+            *slot = self.get(t).unwrap_or(0.0);
+            n += 1;
+        }
+        n
+    }
+    /// The values as one slice when they are contiguous (stride 1).
+    pub fn contiguous(&self) -> Option<Values<'a>> {
+        if self.stride == 1 { self.values.slice(self.start, self.start.checked_add(self.width)?) } else { None }
+    }
+    /// The table's values, the offset of value 0 and the stride (for kernels).
+    pub fn parts(&self) -> (Values<'a>, usize, usize) {
+        (self.values, self.start, self.stride)
+    }
+}
+
 /// A storage permutation: index ↔ storage row, both directions, validated as a bijection.
 #[derive(Clone, Copy, Debug)]
 pub struct Permutation<'a> {
@@ -241,6 +289,7 @@ impl<'a> Permutation<'a> {
 pub struct RaggedTable<'a> {
     row_ptr: &'a [u32],
     values: Values<'a>,
+    blocked: bool,
     permutation: Option<Permutation<'a>>,
 }
 
@@ -282,9 +331,44 @@ impl<'a> RaggedTable<'a> {
         u32::try_from(e - s).ok()
     }
     /// The values of `index`'s row.
-    pub fn row(&self, index: u32) -> Option<Values<'a>> {
-        let (s, e) = self.storage_bounds(self.storage_row(index)?)?;
-        self.values.slice(s, e)
+    pub fn row(&self, index: u32) -> Option<Row<'a>> {
+        self.storage_row_values(self.storage_row(index)?)
+    }
+    /// The values of storage `row`.
+    pub fn storage_row_values(&self, row: u32) -> Option<Row<'a>> {
+        let (s, e) = self.storage_bounds(row)?;
+        let width = e - s;
+        if self.blocked && width > 0 {
+            let group = row & !(BLOCK_ROWS - 1);
+            if let Some(base) = self.uniform_group(group) {
+                let start = base.checked_add((row - group) as usize)?;
+                // The last value read is start + 8 * (width - 1) < base + 8 * width <= len.
+                if base.checked_add(width.checked_mul(8)?)? > self.values.len() {
+                    return None;
+                }
+                return Some(Row { values: self.values, start, width, stride: BLOCK_ROWS as usize });
+            }
+        }
+        (e <= self.values.len()).then_some(Row { values: self.values, start: s, width, stride: 1 })
+    }
+    /// If storage rows `group .. group + 8` all exist and share one width `w >= 1`, the offset
+    /// of the group's first value: such a group is stored dimension-major in a blocked table.
+    pub fn uniform_group(&self, group: u32) -> Option<usize> {
+        let g = usize::try_from(group).ok()?;
+        let ptrs = self.row_ptr.get(g..g.checked_add(BLOCK_ROWS as usize + 1)?)?;
+        let base = *ptrs.first()?;
+        let w = ptrs.get(1)?.checked_sub(base)?;
+        if w == 0 {
+            return None;
+        }
+        ptrs.iter()
+            .enumerate()
+            .all(|(k, &p)| Some(p) == (k as u32).checked_mul(w).and_then(|x| x.checked_add(base)))
+            .then_some(base as usize)
+    }
+    /// Whether uniform 8-row groups are stored dimension-major (dtype `f32x8`/`f16x8`).
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
     }
     /// The `row_ptr` array (storage order).
     pub fn row_ptr(&self) -> &'a [u32] {
@@ -404,8 +488,8 @@ pub struct BetFile<'a> {
     layout: FileLayout,
     users: RaggedTable<'a>,
     items: RaggedTable<'a>,
-    user_gmf: Option<Values<'a>>,
-    item_gmf: Option<Values<'a>>,
+    user_gmf: Option<(Values<'a>, bool)>,
+    item_gmf: Option<(Values<'a>, bool)>,
     ncf_dense: Option<&'a [f32]>,
     user_ids: Option<IdMap<'a>>,
     item_ids: Option<IdMap<'a>>,
@@ -483,7 +567,7 @@ impl FileLayout {
                     Some(Permutation { row_of_index, index_of_row })
                 }
             };
-            Ok(RaggedTable { row_ptr, values: values(&t.values)?, permutation })
+            Ok(RaggedTable { row_ptr, values: values(&t.values)?, blocked: t.values.blocked, permutation })
         };
         let ids = |span: &Option<Span>, kind| -> Result<Option<IdMap<'a>>, Error> {
             match span {
@@ -507,8 +591,8 @@ impl FileLayout {
             layout: *self,
             users: table(&self.users, SectionKind::UserRowPtr, SectionKind::UserPermutation)?,
             items: table(&self.items, SectionKind::ItemRowPtr, SectionKind::ItemPermutation)?,
-            user_gmf: self.user_gmf.as_ref().map(values).transpose()?,
-            item_gmf: self.item_gmf.as_ref().map(values).transpose()?,
+            user_gmf: self.user_gmf.as_ref().map(|v| values(v).map(|x| (x, v.blocked))).transpose()?,
+            item_gmf: self.item_gmf.as_ref().map(|v| values(v).map(|x| (x, v.blocked))).transpose()?,
             ncf_dense,
             user_ids: ids(&self.user_ids, SectionKind::UserIds)?,
             item_ids: ids(&self.item_ids, SectionKind::ItemIds)?,
@@ -653,10 +737,11 @@ impl<'a> BetFile<'a> {
             }
             let span = Span { start, len };
             let value_dtype = match dtype {
-                Dtype::F16 => ValueDtype::F16,
+                Dtype::F16 | Dtype::F16x8 => ValueDtype::F16,
                 _ => ValueDtype::F32,
             };
-            let vl = ValuesLayout { span, dtype: value_dtype, kind };
+            let blocked = matches!(dtype, Dtype::F32x8 | Dtype::F16x8);
+            let vl = ValuesLayout { span, dtype: value_dtype, blocked, kind };
             let slot: &mut Option<ValuesLayout> = match kind {
                 SectionKind::Metadata => &mut meta,
                 SectionKind::UserRowPtr => &mut users_ptr,
@@ -767,7 +852,7 @@ impl<'a> BetFile<'a> {
         let s = self.layout.summary;
         check_table(&self.users, Table::Users, s.vector_width)?;
         check_table(&self.items, Table::Items, s.vector_width)?;
-        if let Some(g) = &self.user_gmf
+        if let Some((g, _)) = &self.user_gmf
             && g.len() != self.users.values.len()
         {
             return Err(Error::BadSectionLength {
@@ -776,7 +861,7 @@ impl<'a> BetFile<'a> {
                 reason: "GMF table must have the same widths as the MLP table",
             });
         }
-        if let Some(g) = &self.item_gmf
+        if let Some((g, _)) = &self.item_gmf
             && g.len() != self.items.values.len()
         {
             return Err(Error::BadSectionLength {
@@ -840,11 +925,11 @@ impl<'a> BetFile<'a> {
     }
     /// NCF: the user GMF values (same `row_ptr` and permutation as [`users`](Self::users)).
     pub fn user_gmf(&self) -> Option<RaggedTable<'a>> {
-        self.user_gmf.map(|values| RaggedTable { values, ..self.users })
+        self.user_gmf.map(|(values, blocked)| RaggedTable { values, blocked, ..self.users })
     }
     /// NCF: the item GMF values.
     pub fn item_gmf(&self) -> Option<RaggedTable<'a>> {
-        self.item_gmf.map(|values| RaggedTable { values, ..self.items })
+        self.item_gmf.map(|(values, blocked)| RaggedTable { values, blocked, ..self.items })
     }
     /// NCF: the dense weights, W1 (d × 2d row-major), b1 (d), w_out (2d), b_out (1).
     pub fn ncf_dense(&self) -> Option<NcfDense<'a>> {
@@ -868,8 +953,8 @@ impl<'a> BetFile<'a> {
     pub fn embedding_values(&self) -> u64 {
         self.users.stored_values()
             + self.items.stored_values()
-            + self.user_gmf.map_or(0, |v| v.len() as u64)
-            + self.item_gmf.map_or(0, |v| v.len() as u64)
+            + self.user_gmf.map_or(0, |(v, _)| v.len() as u64)
+            + self.item_gmf.map_or(0, |(v, _)| v.len() as u64)
     }
     /// Every stored parameter: embedding values plus dense weights.
     pub fn parameter_count(&self) -> u64 {
@@ -905,8 +990,8 @@ impl<'a> BetFile<'a> {
         let tables = [
             (Some(self.users.values), Table::Users),
             (Some(self.items.values), Table::Items),
-            (self.user_gmf, Table::UserGmf),
-            (self.item_gmf, Table::ItemGmf),
+            (self.user_gmf.map(|g| g.0), Table::UserGmf),
+            (self.item_gmf.map(|g| g.0), Table::ItemGmf),
         ];
         for (values, table) in tables {
             if let Some(p) = values.and_then(|v| v.first_non_finite()) {

@@ -51,6 +51,16 @@ pub enum StorageOrder {
     WidthDescending,
 }
 
+/// The order of values inside a table (spec §4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueLayout {
+    /// Each row's values contiguous (dtypes `f32`, `f16`).
+    RowMajor,
+    /// Aligned groups of 8 storage rows of one width stored dimension-major (dtypes `f32x8`,
+    /// `f16x8`), so that 8 rows score together without a horizontal reduction.
+    Blocked8,
+}
+
 /// Everything a `.bet` file holds, in index order.
 #[derive(Clone, Copy, Debug)]
 pub struct ModelContents<'a> {
@@ -74,6 +84,8 @@ pub struct ModelContents<'a> {
     pub value_dtype: ValueDtype,
     /// Storage order of the rows (applied to users and items alike).
     pub storage: StorageOrder,
+    /// Order of values inside every table.
+    pub value_layout: ValueLayout,
     /// External user ids by index (unique), if any.
     pub user_ids: Option<&'a [&'a [u8]]>,
     /// External item ids by index (unique), if any.
@@ -154,11 +166,29 @@ impl Arranged {
     fn is_identity(&self) -> bool {
         self.order.iter().enumerate().all(|(r, &i)| r as u32 == i)
     }
-    fn gather(&self, widths: &[u32], values: &[f32]) -> Vec<f32> {
+    fn gather(&self, widths: &[u32], values: &[f32], layout: ValueLayout) -> Vec<f32> {
         let mut out = Vec::with_capacity(values.len());
         for &i in &self.order {
             let s = self.source_start[i as usize];
             out.extend_from_slice(&values[s..s + widths[i as usize] as usize]);
+        }
+        if layout == ValueLayout::Blocked8 {
+            let rows = self.order.len();
+            let b = crate::BLOCK_ROWS as usize;
+            for g in (0..rows.saturating_sub(b - 1)).step_by(b) {
+                let ptr = &self.row_ptr[g..=g + b];
+                let w = (ptr[1] - ptr[0]) as usize;
+                let uniform = w > 0 && ptr.iter().enumerate().all(|(k, &p)| p as usize == ptr[0] as usize + k * w);
+                if uniform {
+                    let base = ptr[0] as usize;
+                    let group: Vec<f32> = out[base..base + b * w].to_vec();
+                    for j in 0..b {
+                        for t in 0..w {
+                            out[base + b * t + j] = group[j * w + t];
+                        }
+                    }
+                }
+            }
         }
         out
     }
@@ -249,31 +279,37 @@ impl ModelContents<'_> {
         }
 
         let vd = self.value_dtype;
+        let value_section_dtype = match (vd, self.value_layout) {
+            (ValueDtype::F32, ValueLayout::RowMajor) => Dtype::F32,
+            (ValueDtype::F16, ValueLayout::RowMajor) => Dtype::F16,
+            (ValueDtype::F32, ValueLayout::Blocked8) => Dtype::F32x8,
+            (ValueDtype::F16, ValueLayout::Blocked8) => Dtype::F16x8,
+        };
         let mut sections = vec![
             Section { kind: SectionKind::Metadata, dtype: Dtype::U8, payload: meta_bytes },
             Section { kind: SectionKind::UserRowPtr, dtype: Dtype::U32, payload: u32_bytes(&users.row_ptr) },
             Section {
                 kind: SectionKind::UserValues,
-                dtype: vd.dtype(),
-                payload: values_bytes(&users.gather(self.users.widths, self.users.values), vd)?,
+                dtype: value_section_dtype,
+                payload: values_bytes(&users.gather(self.users.widths, self.users.values, self.value_layout), vd)?,
             },
             Section { kind: SectionKind::ItemRowPtr, dtype: Dtype::U32, payload: u32_bytes(&items.row_ptr) },
             Section {
                 kind: SectionKind::ItemValues,
-                dtype: vd.dtype(),
-                payload: values_bytes(&items.gather(self.items.widths, self.items.values), vd)?,
+                dtype: value_section_dtype,
+                payload: values_bytes(&items.gather(self.items.widths, self.items.values, self.value_layout), vd)?,
             },
         ];
         if let Some(ncf) = &self.ncf {
             sections.push(Section {
                 kind: SectionKind::UserGmfValues,
-                dtype: vd.dtype(),
-                payload: values_bytes(&users.gather(self.users.widths, ncf.user_gmf), vd)?,
+                dtype: value_section_dtype,
+                payload: values_bytes(&users.gather(self.users.widths, ncf.user_gmf, self.value_layout), vd)?,
             });
             sections.push(Section {
                 kind: SectionKind::ItemGmfValues,
-                dtype: vd.dtype(),
-                payload: values_bytes(&items.gather(self.items.widths, ncf.item_gmf), vd)?,
+                dtype: value_section_dtype,
+                payload: values_bytes(&items.gather(self.items.widths, ncf.item_gmf, self.value_layout), vd)?,
             });
             sections.push(Section {
                 kind: SectionKind::NcfDense,

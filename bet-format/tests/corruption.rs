@@ -71,6 +71,7 @@ fn base_contents<'a>(uv: &'a [f32], iv: &'a [f32], ids: &'a [&'a [u8]]) -> Model
         provenance: synthetic_provenance(),
         value_dtype: ValueDtype::F32,
         storage: StorageOrder::WidthDescending,
+        value_layout: ValueLayout::RowMajor,
         user_ids: Some(ids),
         item_ids: None,
     }

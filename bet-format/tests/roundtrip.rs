@@ -22,6 +22,7 @@ proptest! {
         f16_values in any::<bool>(),
         by_width in any::<bool>(),
         with_ids in any::<bool>(),
+        blocked in any::<bool>(),
     ) {
         let _ = d;
         let ((uw, uv), (iw, iv), d) = seed_tables;
@@ -41,6 +42,7 @@ proptest! {
             provenance: synthetic_provenance(),
             value_dtype: if f16_values { ValueDtype::F16 } else { ValueDtype::F32 },
             storage: if by_width { StorageOrder::WidthDescending } else { StorageOrder::Index },
+            value_layout: if blocked { ValueLayout::Blocked8 } else { ValueLayout::RowMajor },
             user_ids: (with_ids && unique_users).then_some(&uref[..]),
             item_ids: with_ids.then_some(&iref[..]),
         };
@@ -57,6 +59,7 @@ proptest! {
             for (i, &w) in widths.iter().enumerate() {
                 prop_assert_eq!(tab.width(i as u32), Some(w));
                 let row = tab.row(i as u32).unwrap();
+                prop_assert_eq!(row.width(), w as usize);
                 for t in 0..w as usize {
                     let want = values[start + t];
                     let want = if f16_values { f16::from_f32(want).to_f32() } else { want };

@@ -11,6 +11,9 @@
 //!   width (the next row's data, maybe NaN) never reach an accumulator; adding `+0.0` leaves an
 //!   accumulator unchanged because it never holds `-0.0` (it starts at `+0.0`, and a
 //!   round-to-nearest sum is `-0.0` only when both operands are).
+//! - `scan_groups` does the same for blocked groups (8 rows stored dimension-major): one
+//!   accumulator per lane `l`, holding 8 rows; each sums `t ≡ l (mod 8)` in increasing `t`,
+//!   and the reduction tree is applied vertically — again exactly `kernel::dot` per row.
 //! - `Model::map` is an `unsafe fn`: the caller promises the file is not modified or truncated
 //!   while mapped (that would be undefined behaviour or SIGBUS, as for every mmap reader).
 
@@ -133,6 +136,66 @@ pub(crate) fn scan_blocks(
     }
 }
 
+/// Scores `groups` blocked groups (8 rows of width `stride` each, stored dimension-major:
+/// value `t` of row `j` at `8t + j` from the group's start) starting at value `first`, `m`
+/// terms each; stops at the first group with a score `>= threshold` (any, when `None`).
+/// `None` when the first group does not fit in `values` or `user` is shorter than `m`.
+#[inline]
+#[allow(unused_variables)]
+pub(crate) fn scan_groups(
+    token: Avx2Token,
+    run: RunSlice<'_>,
+    user: &[f32],
+    m: usize,
+    threshold: Option<f32>,
+) -> Option<BlockHit> {
+    let Avx2Token(()) = token;
+    let RunSlice { values, first, stride, rows: groups } = run;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if m == 0 || m > stride || groups == 0 || user.len() < m {
+            return None;
+        }
+        let group_values = stride.checked_mul(8)?;
+        let room = values.len().checked_sub(first)? / group_values;
+        let groups = groups.min(room);
+        if groups == 0 {
+            return None;
+        }
+        let (t, open) = match threshold {
+            Some(t) => (t, false),
+            None => (f32::NEG_INFINITY, true),
+        };
+        let mut hit = BlockHit { skipped: 0, covered: groups * 8, mask: 0, scores: [0.0; 8] };
+        // SAFETY: the CPU supports AVX2 and F16C (the token exists). Group g < groups reads values
+        // `first + g*8*stride + 8t .. +8` for t < m <= stride, all below
+        // first + groups*8*stride <= values.len() by the cut above; and `user[t]` for t < m.
+        unsafe {
+            match values {
+                Values::F32(v) => {
+                    x86::groups_any(v.as_ptr().add(first), true, stride, groups, user.as_ptr(), m, t, open, &mut hit)
+                }
+                Values::F16(v) => x86::groups_any(
+                    v.as_ptr().add(first).cast::<u16>(),
+                    false,
+                    stride,
+                    groups,
+                    user.as_ptr(),
+                    m,
+                    t,
+                    open,
+                    &mut hit,
+                ),
+            }
+        }
+        Some(hit)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use core::arch::x86_64::*;
@@ -223,6 +286,168 @@ mod x86 {
             }
         };
     }
+
+    macro_rules! group_kernel {
+        ($name:ident, $elem:ty, $load:expr) => {
+            /// # Safety
+            /// The CPU must support AVX2 and F16C. For `g < groups` and `t < m`, the 8 elements at
+            /// `data + g*8*stride + 8t` and the float at `user + t` must be readable.
+            #[target_feature(enable = "avx2,f16c")]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn $name(
+                data: *const $elem,
+                stride: usize,
+                groups: usize,
+                user: *const f32,
+                m: usize,
+                threshold: f32,
+                open: bool,
+                hit: &mut super::BlockHit,
+            ) {
+                let load = $load;
+                let thr = _mm256_set1_ps(threshold);
+                for g in 0..groups {
+                    // SAFETY (all loads below): within the caller's contract.
+                    let base = unsafe { data.add(g * 8 * stride) };
+                    // acc[l] holds lane l (dimensions t = l mod 8) of all 8 rows at once.
+                    let mut acc = [_mm256_setzero_ps(); 8];
+                    let mut t = 0;
+                    while t + 8 <= m {
+                        for (l, acc) in acc.iter_mut().enumerate() {
+                            let u = unsafe { _mm256_broadcast_ss(&*user.add(t + l)) };
+                            let x = unsafe { load(base.add(8 * (t + l))) };
+                            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(u, x));
+                        }
+                        t += 8;
+                    }
+                    for (l, acc) in acc.iter_mut().enumerate().take(m - t) {
+                        let u = unsafe { _mm256_broadcast_ss(&*user.add(t + l)) };
+                        let x = unsafe { load(base.add(8 * (t + l))) };
+                        *acc = _mm256_add_ps(*acc, _mm256_mul_ps(u, x));
+                    }
+                    let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+                    let (s0, s1, s2, s3) =
+                        (_mm256_add_ps(a0, a4), _mm256_add_ps(a1, a5), _mm256_add_ps(a2, a6), _mm256_add_ps(a3, a7));
+                    let scores = _mm256_add_ps(_mm256_add_ps(s0, s2), _mm256_add_ps(s1, s3));
+                    let mask =
+                        if open { 0xff } else { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(scores, thr)) as u32 };
+                    if mask != 0 {
+                        // SAFETY: `hit.scores` holds 8 floats.
+                        unsafe { _mm256_storeu_ps(hit.scores.as_mut_ptr(), scores) };
+                        hit.skipped = g;
+                        hit.mask = mask;
+                        return;
+                    }
+                }
+                hit.skipped = groups;
+                hit.mask = 0;
+            }
+        };
+    }
+
+    macro_rules! fixed_group_kernel {
+        ($name:ident, $elem:ty, $load:expr) => {
+            /// The group kernel for a compile-time `M = m <= 16`, fully unrolled.
+            ///
+            /// Each lane accumulator starts from its first product instead of `+0.0 + p`, and
+            /// lanes with no terms are left out of the tree instead of adding `+0.0`; those steps
+            /// can only change the sign of a zero, so a final `+ 0.0` (which maps `-0.0` to
+            /// `+0.0` and leaves every other value alone) gives the spec's bits exactly: the
+            /// spec's sum is never `-0.0`.
+            ///
+            /// # Safety
+            /// As for the general group kernel.
+            #[target_feature(enable = "avx2,f16c")]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn $name<const M: usize>(
+                data: *const $elem,
+                stride: usize,
+                groups: usize,
+                user: *const f32,
+                threshold: f32,
+                open: bool,
+                hit: &mut super::BlockHit,
+            ) {
+                let load = $load;
+                let thr = _mm256_set1_ps(threshold);
+                let zero = _mm256_setzero_ps();
+                for g in 0..groups {
+                    // SAFETY (all loads below): within the caller's contract (t < M = m).
+                    let base = unsafe { data.add(g * 8 * stride) };
+                    let mut lane: [Option<__m256>; 8] = [None; 8];
+                    for t in 0..M {
+                        let u = unsafe { _mm256_broadcast_ss(&*user.add(t)) };
+                        let p = _mm256_mul_ps(u, unsafe { load(base.add(8 * t)) });
+                        lane[t % 8] = Some(match lane[t % 8] {
+                            Some(a) => _mm256_add_ps(a, p),
+                            None => p,
+                        });
+                    }
+                    let join = |a: Option<__m256>, b: Option<__m256>| match (a, b) {
+                        (Some(a), Some(b)) => Some(_mm256_add_ps(a, b)),
+                        (a, None) => a,
+                        (None, b) => b,
+                    };
+                    let [a0, a1, a2, a3, a4, a5, a6, a7] = lane;
+                    let (s0, s1, s2, s3) = (join(a0, a4), join(a1, a5), join(a2, a6), join(a3, a7));
+                    let scores = _mm256_add_ps(join(join(s0, s2), join(s1, s3)).unwrap_or(zero), zero);
+                    let mask =
+                        if open { 0xff } else { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(scores, thr)) as u32 };
+                    if mask != 0 {
+                        // SAFETY: `hit.scores` holds 8 floats.
+                        unsafe { _mm256_storeu_ps(hit.scores.as_mut_ptr(), scores) };
+                        hit.skipped = g;
+                        hit.mask = mask;
+                        return;
+                    }
+                }
+                hit.skipped = groups;
+                hit.mask = 0;
+            }
+        };
+    }
+
+    fixed_group_kernel!(fixed_f32, f32, |p: *const f32| unsafe { _mm256_loadu_ps(p) });
+    fixed_group_kernel!(fixed_f16, u16, |p: *const u16| unsafe {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>()))
+    });
+
+    /// Dispatches to the unrolled kernel for `m <= 16`, else the general one.
+    ///
+    /// # Safety
+    /// As for the general group kernel.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn groups_any<E: Copy>(
+        data: *const E,
+        f32_data: bool,
+        stride: usize,
+        groups: usize,
+        user: *const f32,
+        m: usize,
+        threshold: f32,
+        open: bool,
+        hit: &mut super::BlockHit,
+    ) {
+        macro_rules! dispatch {
+            ($($m:literal)*) => {
+                // SAFETY: forwarded contract; the element type matches `f32_data`.
+                unsafe {
+                    match (m, f32_data) {
+                        $(
+                            ($m, true) => fixed_f32::<$m>(data.cast(), stride, groups, user, threshold, open, hit),
+                            ($m, false) => fixed_f16::<$m>(data.cast(), stride, groups, user, threshold, open, hit),
+                        )*
+                        (_, true) => groups_f32(data.cast(), stride, groups, user, m, threshold, open, hit),
+                        (_, false) => groups_f16(data.cast(), stride, groups, user, m, threshold, open, hit),
+                    }
+                }
+            };
+        }
+        dispatch!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+    }
+
+    group_kernel!(groups_f32, f32, |p: *const f32| unsafe { _mm256_loadu_ps(p) });
+    group_kernel!(groups_f16, u16, |p: *const u16| unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())) });
 
     scan_kernel!(scan_f32, f32, |p: *const f32| unsafe { _mm256_loadu_ps(p) });
     scan_kernel!(scan_f16, u16, |p: *const u16| unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())) });

@@ -12,7 +12,7 @@
 //! what lets a block of 8 rows be scored together.
 #![forbid(unsafe_code)]
 
-use bet_format::{RaggedTable, Values};
+use bet_format::{BLOCK_ROWS, RaggedTable, Row, Values};
 use half::f16;
 
 use crate::topk::{Collector, Filter, Scored};
@@ -90,6 +90,33 @@ pub(crate) fn dot_values(u: &[f32], x: Values<'_>) -> f32 {
     match x {
         Values::F32(v) => dot(u, v),
         Values::F16(v) => dot(u, v),
+    }
+}
+
+/// `dot(u, x)` for `x` at `start + t * stride` of `values`, `m` terms, in the spec's order.
+#[inline]
+fn dot_strided<T: Widen>(u: &[f32], values: &[T], start: usize, stride: usize, m: usize) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (t, a) in u.iter().enumerate().take(m) {
+        let x = start.checked_add(t.saturating_mul(stride)).and_then(|i| values.get(i)).map_or(0.0, |x| x.widen());
+        if let Some(slot) = acc.get_mut(t % 8) {
+            *slot += *a * x;
+        }
+    }
+    reduce(acc)
+}
+
+/// `dot` of `u` with a row in any value order.
+#[inline]
+pub(crate) fn dot_row(u: &[f32], row: Row<'_>) -> f32 {
+    if let Some(v) = row.contiguous() {
+        return dot_values(u, v);
+    }
+    let m = u.len().min(row.width());
+    let (values, start, stride) = row.parts();
+    match values {
+        Values::F32(v) => dot_strided(u, v, start, stride, m),
+        Values::F16(v) => dot_strided(u, v, start, stride, m),
     }
 }
 
@@ -223,28 +250,53 @@ fn score_run(
     padded: &[f32],
     sink: &mut Sink<'_, '_, '_>,
 ) {
-    let values = items.values();
     let w = run.width as usize;
     let m = user.len().min(w);
-    let mut row = run.first_row;
     let end_row = run.first_row.saturating_add(run.rows);
-    let mut first = run.first_value as usize;
     if m == 0 {
         // Every dot product is the empty sum, +0.0.
-        while row < end_row {
+        for row in run.first_row..end_row {
             sink.take(items, row, 0.0);
-            row += 1;
         }
         return;
     }
+    // Offset of storage row `r`'s slot in this run (rows of a run are contiguous, blocked or not).
+    let at = |r: u32| run.first_value as usize + (r - run.first_row) as usize * w;
+    if items.is_blocked() {
+        // Aligned groups of 8 inside the run are blocked; the rows before the first and after
+        // the last such group share a group with another run, so they are row-major.
+        let head_end = run.first_row.next_multiple_of(BLOCK_ROWS).min(end_row);
+        let body_end = (end_row & !(BLOCK_ROWS - 1)).max(head_end);
+        score_row_major(avx2, items, run.first_row, head_end, at(run.first_row), w, user, padded, sink);
+        score_groups(avx2, items, head_end, body_end, at(head_end), w, user, sink);
+        score_row_major(avx2, items, body_end, end_row, at(body_end), w, user, padded, sink);
+    } else {
+        score_row_major(avx2, items, run.first_row, end_row, at(run.first_row), w, user, padded, sink);
+    }
+}
+
+/// Rows `row..end_row` of width `w`, row-major and contiguous from value `first`.
+#[allow(clippy::too_many_arguments)]
+fn score_row_major(
+    avx2: Option<crate::audited::Avx2Token>,
+    items: &RaggedTable<'_>,
+    mut row: u32,
+    end_row: u32,
+    mut first: usize,
+    w: usize,
+    user: &[f32],
+    padded: &[f32],
+    sink: &mut Sink<'_, '_, '_>,
+) {
+    let values = items.values();
+    let m = user.len().min(w);
     if let Some(token) = avx2 {
         // The kernel runs until a block has a score at or above the current threshold, so the
         // common case (nothing enters the top-k) costs no per-row work outside it.
         while row < end_row {
             let rows = (end_row - row) as usize;
-            let threshold = sink.threshold();
             let slice = crate::audited::RunSlice { values, first, stride: w, rows };
-            let Some(hit) = crate::audited::scan_blocks(token, slice, padded, m, threshold) else {
+            let Some(hit) = crate::audited::scan_blocks(token, slice, padded, m, sink.threshold()) else {
                 break;
             };
             let passed = (8 * hit.skipped).min(hit.covered);
@@ -273,6 +325,76 @@ fn score_run(
         row += 1;
         first += w;
     }
+}
+
+/// Blocked groups covering rows `row..end_row` (a multiple of 8 rows) of width `w`, from value `first`.
+#[allow(clippy::too_many_arguments)]
+fn score_groups(
+    avx2: Option<crate::audited::Avx2Token>,
+    items: &RaggedTable<'_>,
+    mut row: u32,
+    end_row: u32,
+    mut first: usize,
+    w: usize,
+    user: &[f32],
+    sink: &mut Sink<'_, '_, '_>,
+) {
+    let values = items.values();
+    let m = user.len().min(w);
+    let group_values = 8 * w;
+    if let Some(token) = avx2 {
+        while row < end_row {
+            let groups = ((end_row - row) / 8) as usize;
+            let slice = crate::audited::RunSlice { values, first, stride: w, rows: groups };
+            let Some(hit) = crate::audited::scan_groups(token, slice, user, m, sink.threshold()) else { break };
+            row += 8 * hit.skipped as u32;
+            first += hit.skipped * group_values;
+            if hit.mask == 0 {
+                if hit.skipped == 0 {
+                    break;
+                }
+                continue;
+            }
+            for (j, s) in hit.scores.iter().enumerate() {
+                if hit.mask & (1 << j) != 0 {
+                    sink.take(items, row + j as u32, *s);
+                }
+            }
+            row += 8;
+            first += group_values;
+        }
+    }
+    while row < end_row {
+        let scores = match values {
+            Values::F32(v) => group_scores(user, v, first, m),
+            Values::F16(v) => group_scores(user, v, first, m),
+        };
+        for (j, s) in scores.iter().enumerate() {
+            sink.take(items, row + j as u32, *s);
+        }
+        row += 8;
+        first += group_values;
+    }
+}
+
+/// Portable scores of one blocked group: lane `l` of row `j` in `acc[l][j]`, so the inner loop
+/// runs over 8 rows (vectorisable) while each row keeps the spec's order.
+fn group_scores<T: Widen>(user: &[f32], values: &[T], first: usize, m: usize) -> [f32; 8] {
+    let mut acc = [[0.0f32; 8]; 8];
+    for (t, u) in user.iter().enumerate().take(m) {
+        let Some(x) = first.checked_add(8 * t).and_then(|s| values.get(s..s.checked_add(8)?)) else { break };
+        if let Some(lane) = acc.get_mut(t % 8) {
+            for (a, x) in lane.iter_mut().zip(x) {
+                *a += *u * x.widen();
+            }
+        }
+    }
+    let mut out = [0.0f32; 8];
+    for (j, o) in out.iter_mut().enumerate() {
+        let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+        *o = reduce([a0[j], a1[j], a2[j], a3[j], a4[j], a5[j], a6[j], a7[j]]);
+    }
+    out
 }
 
 #[cfg(test)]

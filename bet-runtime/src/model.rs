@@ -1,10 +1,10 @@
 //! [`Model`]: a validated file plus the precomputed run table, generic over its bytes.
 #![forbid(unsafe_code)]
 
-use bet_format::{BetFile, FileLayout, MAX_VECTOR_WIDTH, ModelKind, RaggedTable, Summary, Values};
+use bet_format::{BetFile, FileLayout, MAX_VECTOR_WIDTH, ModelKind, Row, Summary, Values};
 
 use crate::Error;
-use crate::kernel::{Kernel, RunTable, Sink, dot_values, scan_items};
+use crate::kernel::{Kernel, RunTable, Sink, dot_row, scan_items};
 use crate::ncf::NcfUser;
 use crate::topk::{Collector, Filter, ItemSet, Scored};
 
@@ -30,14 +30,19 @@ struct UserBuf {
 }
 
 impl UserBuf {
-    fn from_values(v: Values<'_>) -> UserBuf {
+    fn from_row(row: Option<Row<'_>>) -> UserBuf {
         let mut b = UserBuf { values: [0.0; MAX_VECTOR_WIDTH as usize + 8], width: 0 };
         let cap = MAX_VECTOR_WIDTH as usize;
-        b.width = v.widen_into(b.values.get_mut(..cap).unwrap_or(&mut []));
+        if let Some(row) = row {
+            b.width = row.widen_into(b.values.get_mut(..cap).unwrap_or(&mut []));
+        }
         b
     }
     fn from_slice(v: &[f32]) -> UserBuf {
-        UserBuf::from_values(Values::F32(v))
+        let mut b = UserBuf { values: [0.0; MAX_VECTOR_WIDTH as usize + 8], width: 0 };
+        let cap = MAX_VECTOR_WIDTH as usize;
+        b.width = Values::F32(v).widen_into(b.values.get_mut(..cap).unwrap_or(&mut []));
+        b
     }
     fn row(&self) -> &[f32] {
         self.values.get(..self.width).unwrap_or(&[])
@@ -121,10 +126,6 @@ impl<B: AsRef<[u8]>> Model<B> {
         Ok(())
     }
 
-    fn row<'a>(table: &RaggedTable<'a>, index: u32) -> Values<'a> {
-        table.row(index).unwrap_or(Values::F32(&[]))
-    }
-
     /// The score of `(user, item)` (spec §7).
     pub fn score(&self, user: u32, item: u32) -> Result<f32, Error> {
         self.check_user(user)?;
@@ -138,8 +139,8 @@ impl<B: AsRef<[u8]>> Model<B> {
             let (im, ig) = ncf_item_rows(&file, item);
             Ok(canonical(ncf_user.score(&ncf_dense(&file)?, im, ig)))
         } else {
-            let u = UserBuf::from_values(Self::row(&file.users(), user));
-            Ok(canonical(dot_values(u.row(), Self::row(&file.items(), item))))
+            let u = UserBuf::from_row(file.users().row(user));
+            Ok(canonical(file.items().row(item).map_or(0.0, |r| dot_row(u.row(), r))))
         }
     }
 
@@ -158,7 +159,7 @@ impl<B: AsRef<[u8]>> Model<B> {
                 *slot = canonical(ncf_user.score(&dense, im, ig));
             }
         } else {
-            let u = UserBuf::from_values(Self::row(&file.users(), user));
+            let u = UserBuf::from_row(file.users().row(user));
             let items = file.items();
             scan_items(self.kernel, &self.item_runs, &items, u.row(), &u.values, &mut Sink::All { out: &mut *out });
             for s in out.iter_mut() {
@@ -177,7 +178,7 @@ impl<B: AsRef<[u8]>> Model<B> {
             let ncf_user = self.ncf_user_of(&file, user)?;
             self.rank_ncf(&file, &ncf_user, k, filter, out)
         } else {
-            let u = UserBuf::from_values(Self::row(&file.users(), user));
+            let u = UserBuf::from_row(file.users().row(user));
             self.rank_dot(&file, &u, k, filter, out)
         }
     }
@@ -206,7 +207,7 @@ impl<B: AsRef<[u8]>> Model<B> {
                     return Err(Error::VectorTooWide { width: widest, max: s.d_max });
                 }
                 let dense = ncf_dense(&file)?;
-                let ncf_user = NcfUser::new(&dense, Values::F32(mlp), Values::F32(gmf));
+                let ncf_user = NcfUser::from_slices(&dense, mlp, gmf);
                 self.rank_ncf(&file, &ncf_user, k, filter, out)
             }
             (_, m) => Err(Error::WrongVectorKind { model: m.name() }),
@@ -243,8 +244,8 @@ impl<B: AsRef<[u8]>> Model<B> {
 
     fn ncf_user_of(&self, file: &BetFile<'_>, user: u32) -> Result<NcfUser, Error> {
         let dense = ncf_dense(file)?;
-        let mlp = Self::row(&file.users(), user);
-        let gmf = file.user_gmf().map_or(Values::F32(&[]), |t| Self::row(&t, user));
+        let mlp = file.users().row(user);
+        let gmf = file.user_gmf().and_then(|t| t.row(user));
         Ok(NcfUser::new(&dense, mlp, gmf))
     }
 
@@ -271,7 +272,7 @@ impl<B: AsRef<[u8]>> Model<B> {
             Some(ItemSet::Sorted(list)) => {
                 let exclude = Filter { exclude: filter.exclude, allow: None };
                 for &index in list {
-                    let score = dot_values(u.row(), Self::row(&items, index));
+                    let score = items.row(index).map_or(0.0, |r| dot_row(u.row(), r));
                     if collector.may_enter(score) && exclude.admits(index) {
                         collector.offer(Scored { index, score });
                     }
@@ -319,11 +320,8 @@ fn ncf_dense<'a>(file: &BetFile<'a>) -> Result<bet_format::NcfDense<'a>, Error> 
     file.ncf_dense().ok_or(Error::Format(bet_format::Error::MissingSection { kind: bet_format::SectionKind::NcfDense }))
 }
 
-fn ncf_item_rows<'a>(file: &BetFile<'a>, item: u32) -> (Values<'a>, Values<'a>) {
-    let empty = Values::F32(&[]);
-    let mlp = file.items().row(item).unwrap_or(empty);
-    let gmf = file.item_gmf().and_then(|t| t.row(item)).unwrap_or(empty);
-    (mlp, gmf)
+fn ncf_item_rows<'a>(file: &BetFile<'a>, item: u32) -> (Option<Row<'a>>, Option<Row<'a>>) {
+    (file.items().row(item), file.item_gmf().and_then(|t| t.row(item)))
 }
 
 /// NaN scores are reported as the canonical quiet NaN (bit patterns of NaN differ by target).

@@ -8,7 +8,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use bet_format::{AlignedBytes, ModelKind, StorageOrder, ValueDtype};
+use bet_format::{AlignedBytes, ModelKind, StorageOrder, ValueDtype, ValueLayout};
 use bet_runtime::{Filter, ItemSet, Model, Scored, UserVector};
 use common::Owned;
 
@@ -56,7 +56,8 @@ fn hot_paths_never_allocate() {
         (ModelKind::Ngcf, ValueDtype::F16),
         (ModelKind::Ncf, ValueDtype::F16),
     ] {
-        let owned = Owned::random(kind, 32, 40, 700, 9, dtype, StorageOrder::WidthDescending);
+        let owned = Owned::random(kind, 32, 40, 700, 10, dtype, StorageOrder::WidthDescending)
+            .with_layout(ValueLayout::Blocked8);
         let bytes = AlignedBytes::new(&owned.bytes());
         let n_items = 700u32;
         // Every user's "training items": a sorted list per user, prepared before counting.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use bet_format::{AlignedBytes, ModelKind, StorageOrder, ValueDtype};
+use bet_format::{AlignedBytes, ModelKind, StorageOrder, ValueDtype, ValueLayout};
 use bet_runtime::{Filter, ItemSet, Kernel, Model, Scored, UserVector};
 use common::*;
 use proptest::prelude::*;
@@ -78,12 +78,14 @@ fn every_model_kind_dtype_and_order_matches_the_spec() {
     for model in [ModelKind::Mf, ModelKind::LightGcn, ModelKind::Ngcf, ModelKind::Ncf] {
         for dtype in [ValueDtype::F32, ValueDtype::F16] {
             for order in [StorageOrder::Index, StorageOrder::WidthDescending] {
-                let d = if model == ModelKind::Ncf { 16 } else { 40 };
-                let owned = Owned::random(model, d, 9, 300, seed, dtype, order);
-                for k in [1, 10, 400] {
-                    check_model(&owned, k);
+                for layout in [ValueLayout::RowMajor, ValueLayout::Blocked8] {
+                    let d = if model == ModelKind::Ncf { 16 } else { 40 };
+                    let owned = Owned::random(model, d, 9, 300, seed, dtype, order).with_layout(layout);
+                    for k in [1, 10, 400] {
+                        check_model(&owned, k);
+                    }
+                    seed += 5;
                 }
-                seed += 10;
             }
         }
     }
@@ -91,7 +93,8 @@ fn every_model_kind_dtype_and_order_matches_the_spec() {
 
 #[test]
 fn caller_vectors_of_any_width() {
-    let owned = Owned::random(ModelKind::LightGcn, 64, 2, 500, 7, ValueDtype::F16, StorageOrder::WidthDescending);
+    let owned = Owned::random(ModelKind::LightGcn, 64, 2, 500, 8, ValueDtype::F16, StorageOrder::WidthDescending)
+        .with_layout(ValueLayout::Blocked8);
     let model = Model::new(AlignedBytes::new(&owned.bytes())).unwrap();
     let mut out = vec![Scored::EMPTY; 20];
     for width in [0usize, 1, 7, 8, 9, 33, 64] {
@@ -196,7 +199,7 @@ proptest! {
     #[test]
     fn random_models_match_the_spec(
         kind in 0usize..4, d in 1u32..48, users in 1usize..5, items in 1usize..120, seed in 0u64..1000,
-        f16 in any::<bool>(), by_width in any::<bool>(), k in 1usize..30,
+        f16 in any::<bool>(), by_width in any::<bool>(), k in 1usize..30, blocked in any::<bool>(),
     ) {
         let model = [ModelKind::Mf, ModelKind::LightGcn, ModelKind::Ngcf, ModelKind::Ncf][kind];
         let d = if model == ModelKind::Ncf { d.min(24) } else { d };
@@ -204,7 +207,22 @@ proptest! {
             model, d, users, items, seed,
             if f16 { ValueDtype::F16 } else { ValueDtype::F32 },
             if by_width { StorageOrder::WidthDescending } else { StorageOrder::Index },
-        );
+        ).with_layout(if blocked { ValueLayout::Blocked8 } else { ValueLayout::RowMajor });
         check_model(&owned, k);
     }
+}
+
+#[test]
+fn signed_zero_products_give_the_spec_bits_in_every_kernel() {
+    // Negative user values times zero item values: every product is -0.0. The spec's sums start
+    // at +0.0, so the score is +0.0; a kernel that skipped that start would return -0.0.
+    let mut owned = Owned::random(ModelKind::Mf, 16, 2, 64, 3, ValueDtype::F32, StorageOrder::WidthDescending)
+        .with_layout(ValueLayout::Blocked8);
+    owned.uw = vec![3, 12];
+    owned.uv = vec![-1.0; 15];
+    owned.iw = vec![3; 32].into_iter().chain(vec![12; 32]).collect();
+    owned.iv = (0..32 * 3 + 32 * 12).map(|i| if i % 5 == 0 { 0.5 } else { 0.0 }).collect();
+    let want_zero = owned.reference_scores(0).iter().filter(|s| s.to_bits() == 0).count();
+    assert!(want_zero > 8, "the test needs exact zero scores");
+    check_model(&owned, 64);
 }

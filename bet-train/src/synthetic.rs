@@ -6,6 +6,7 @@
 
 use bet_format::{
     Budget, Decimal, MaskPlacement, ModelContents, ModelKind, Provenance, StorageOrder, TableInput, ValueDtype,
+    ValueLayout,
 };
 
 /// A model held in index order, ready for [`ModelContents`].
@@ -113,6 +114,7 @@ impl SyntheticModel {
             },
             value_dtype: dtype,
             storage: StorageOrder::WidthDescending,
+            value_layout: ValueLayout::Blocked8,
             user_ids: None,
             item_ids: None,
         };

@@ -17,6 +17,7 @@ pub struct Owned {
     pub dense: Vec<f32>,
     pub dtype: ValueDtype,
     pub order: StorageOrder,
+    pub layout: ValueLayout,
 }
 
 fn widths(seed: u64, n: usize, max: u32, skew: bool) -> Vec<u32> {
@@ -24,6 +25,8 @@ fn widths(seed: u64, n: usize, max: u32, skew: bool) -> Vec<u32> {
         .map(|i| {
             let r = (hash_value(seed, i) + 1.0) * 0.5;
             let w = if skew { (r * r * r * (max + 1) as f32) as u32 } else { (r * (max + 1) as f32) as u32 };
+            // Every other seed draws from few widths, so that aligned groups of 8 share one.
+            let w = if seed.is_multiple_of(2) { [1, max / 3 + 1, max / 2 + 1, max][(r * 3.99) as usize] } else { w };
             w.min(max)
         })
         .collect()
@@ -53,7 +56,12 @@ impl Owned {
         } else {
             (vec![], vec![], vec![])
         };
-        Owned { model, d, uw, iw, uv, iv, ug, ig, dense, dtype, order }
+        Owned { model, d, uw, iw, uv, iv, ug, ig, dense, dtype, order, layout: ValueLayout::RowMajor }
+    }
+
+    pub fn with_layout(mut self, layout: ValueLayout) -> Owned {
+        self.layout = layout;
+        self
     }
 
     pub fn bytes(&self) -> Vec<u8> {
@@ -76,6 +84,7 @@ impl Owned {
             provenance: synthetic_provenance(),
             value_dtype: self.dtype,
             storage: self.order,
+            value_layout: self.layout,
             user_ids: None,
             item_ids: None,
         }
