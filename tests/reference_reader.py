@@ -1,11 +1,9 @@
 """Independent reader for `.bet` files, written from docs/format.md alone (no other source read).
-
 Usage: reference_reader.py FILE [FILE ...] [--users 0,1,2] [--k 10]. Validates each file (spec §2,
 §4-§6; blocked f32x8/f16x8 values are put back in row-major order, §4.1), recomputes top-k with
 bit-exact f32 arithmetic (§7), prints one JSON document. Invalid files: "error: PATH: REASON" on
 stderr (valid files are still reported) and exit status 2."""
 import argparse, json, math, struct, sys
-
 MAGIC, F32 = b'\x89BET\r\n\x1a\n', struct.Struct('<f')
 def _crc_entry(n):
     for _ in range(8): n = (n >> 1) ^ 0x82F63B78 if n & 1 else n >> 1
@@ -18,11 +16,9 @@ def crc32c(b, c=0xFFFFFFFF):
 class Bad(Exception): pass
 def need(cond, why):
     if not cond: raise Bad(why)
-
 def f(x):  # round a double to the nearest f32 (RNE); NaN stays NaN, overflow goes to +-inf
     try: return F32.unpack(F32.pack(x))[0]
     except OverflowError: return math.copysign(math.inf, x)
-
 # kind -> (name, allowed dtypes, REQUIRED flag); dtype -> (struct code, size)
 VAL = {2, 3, 4, 5}  # value dtypes: f32, f16, f32x8, f16x8 (4 and 5: blocked order, section 4.1)
 KINDS = {1: ('meta', {0}, 1), 2: ('urp', {1}, 1), 3: ('uval', VAL, 1), 4: ('irp', {1}, 1),
@@ -31,7 +27,6 @@ KINDS = {1: ('meta', {0}, 1), 2: ('urp', {1}, 1), 3: ('uval', VAL, 1), 4: ('irp'
 DT = {0: ('B', 1), 1: ('I', 4), 2: ('f', 4), 3: ('e', 2), 4: ('f', 4), 5: ('e', 2)}
 al64 = lambda x: (x + 63) // 64 * 64
 bits = lambda s: '7fc00000' if s != s else format(struct.unpack('<I', F32.pack(s))[0], '08x')
-
 class PC:  # postcard decoder (section 6)
     def __init__(s, b): s.b, s.p = b, 0
     def raw(s, n):
@@ -46,7 +41,6 @@ class PC:  # postcard decoder (section 6)
     def str(s):
         try: return s.raw(s.var(64)).decode('utf-8')
         except UnicodeDecodeError: raise Bad('metadata string not UTF-8')
-
 def metadata(b):
     need(len(b) <= 65536, 'metadata too large')
     p = PC(b); need(p.var(32) == 0, 'unknown metadata variant')
@@ -58,7 +52,6 @@ def metadata(b):
     p.raw(24 * p.opt()); p.raw(24 * p.opt())  # validation, test: Option<Quality> (6 f32)
     need(p.p == len(b), 'metadata trailing bytes')
     return m
-
 def unblock(v, rp, n):  # section 4.1: return the values in row-major order
     v = list(v)
     for g in range(n // 8):
@@ -66,7 +59,6 @@ def unblock(v, rp, n):  # section 4.1: return the values in row-major order
         if w >= 1 and all(rp[8 * g + k] == b + k * w for k in range(9)):
             v[b:b + 8 * w] = [v[b + 8 * t + j] for j in range(8) for t in range(w)]
     return v
-
 def check_ids(b, n):
     need(len(b) >= 8 * n + 8, 'id section too short')
     cnt, *rest = struct.unpack_from(f'<{2 * n + 2}I', b); need(cnt == n, 'id count mismatch')
@@ -76,7 +68,6 @@ def check_ids(b, n):
     need(all(x < n for x in srt), 'id sorted index out of range')
     key = lambda i: ids[off[i]:off[i + 1]]
     need(all(key(srt[i]) < key(srt[i + 1]) for i in range(n - 1)), 'ids not strictly sorted')
-
 def parse(d):
     need(len(d) >= 64 and d[:8] == MAGIC, 'bad magic or too short')
     major, _, hcrc, flen, cnt, flags = struct.unpack_from('<HHIQII', d, 8)
@@ -127,14 +118,12 @@ def parse(d):
         need(limit == units * dm * (m['nu'] + m['ni']) // 10 ** scale, 'budget limit')
         need(st == stored and st <= limit, 'budget stored')
     return m
-
 def dot(a, b):  # section 7.1
     acc = [0.0] * 8
     for t in range(min(len(a), len(b))):
         acc[t & 7] = f(acc[t & 7] + f(a[t] * b[t]))
     s = [f(acc[l] + acc[l + 4]) for l in range(4)]
     return f(f(s[0] + s[2]) + f(s[1] + s[3]))
-
 def scores(m, u):
     items = range(len(m['irows']))
     if m['model'] != 3: return [dot(m['urows'][u], m['irows'][i]) for i in items]
@@ -152,7 +141,6 @@ def scores(m, u):
         g = [f(ug[j] * ig[j]) for j in range(k)] + [0.0] * (d - k)
         out.append(f(f(dot(wh, h) + dot(wg, g)) + bo))
     return out
-
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument('files', nargs='+')
     ap.add_argument('--users', default='0,1,2'); ap.add_argument('--k', type=int, default=10)
@@ -170,5 +158,4 @@ def main():
         res.append({'path': path, 'model': ['mf', 'lightgcn', 'ngcf', 'ncf'][m['model']],
                     'n_users': m['nu'], 'n_items': m['ni'], 'results': out})
     print(json.dumps({'files': res})); sys.exit(rc)
-
 if __name__ == '__main__': main()

@@ -226,3 +226,27 @@ fn signed_zero_products_give_the_spec_bits_in_every_kernel() {
     assert!(want_zero > 8, "the test needs exact zero scores");
     check_model(&owned, 64);
 }
+
+#[test]
+fn mapped_read_and_borrowed_models_agree() {
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bet-format/tests/golden");
+    for entry in std::fs::read_dir(golden).unwrap() {
+        let path = entry.unwrap().path();
+        let read = Model::read(&path).unwrap();
+        // SAFETY: the golden files are read-only fixtures nobody modifies during the test.
+        let mapped = unsafe { Model::map(&path) }.unwrap();
+        let bytes = AlignedBytes::new(&std::fs::read(&path).unwrap());
+        let borrowed = Model::new(bytes.as_bytes()).unwrap();
+        mapped.verify_checksums().unwrap();
+        let n = read.summary().n_items as usize;
+        for user in 0..read.summary().n_users {
+            let (mut a, mut b, mut c) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+            read.scores(user, &mut a).unwrap();
+            mapped.scores(user, &mut b).unwrap();
+            borrowed.scores(user, &mut c).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|&s| common::bits(s)).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "{}", path.display());
+            assert_eq!(bits(&a), bits(&c), "{}", path.display());
+        }
+    }
+}
