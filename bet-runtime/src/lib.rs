@@ -36,6 +36,8 @@
 //! ## Cargo features
 //! - (none): `no_std`, no allocator, for `&'static [u8]` and other borrowed bytes.
 //! - `alloc`: [`AlignedBytes`] and owned buffers.
+//! - `capi`: an `extern "C"` API (see [`capi`] and `include/bet.h`), built as a static library
+//!   by the `bet-capi` crate.
 //! - `std`: reading files ([`Model::read`]), memory maps ([`Model::map`], an `unsafe fn`),
 //!   run-time CPU feature detection for the AVX2/F16C kernel.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
@@ -47,6 +49,9 @@ extern crate alloc;
 
 #[allow(unsafe_code)]
 mod audited;
+/// The C API (feature `capi`); the header is `bet-runtime/include/bet.h`.
+#[cfg(feature = "capi")]
+pub use audited::capi;
 mod kernel;
 mod model;
 mod ncf;

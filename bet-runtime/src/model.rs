@@ -1,7 +1,7 @@
 //! [`Model`]: a validated file plus the precomputed run table, generic over its bytes.
 #![forbid(unsafe_code)]
 
-use bet_format::{BetFile, FileLayout, MAX_VECTOR_WIDTH, ModelKind, Row, Summary, Values};
+use bet_format::{BetFile, FileLayout, MAX_VECTOR_WIDTH, ModelKind, Row, Summary};
 
 use crate::Error;
 use crate::kernel::{Kernel, RunTable, Sink, dot_row, scan_items};
@@ -23,30 +23,15 @@ pub enum UserVector<'a> {
     },
 }
 
-/// A stack buffer holding one user vector, widened to f32 and followed by zeros.
-struct UserBuf {
-    values: [f32; MAX_VECTOR_WIDTH as usize + 8],
-    width: usize,
-}
+/// Floats in a user-vector buffer: the widest vector plus 8 zeros for block kernels.
+const USER_BUF: usize = MAX_VECTOR_WIDTH as usize + 8;
 
-impl UserBuf {
-    fn from_row(row: Option<Row<'_>>) -> UserBuf {
-        let mut b = UserBuf { values: [0.0; MAX_VECTOR_WIDTH as usize + 8], width: 0 };
-        let cap = MAX_VECTOR_WIDTH as usize;
-        if let Some(row) = row {
-            b.width = row.widen_into(b.values.get_mut(..cap).unwrap_or(&mut []));
-        }
-        b
-    }
-    fn from_slice(v: &[f32]) -> UserBuf {
-        let mut b = UserBuf { values: [0.0; MAX_VECTOR_WIDTH as usize + 8], width: 0 };
-        let cap = MAX_VECTOR_WIDTH as usize;
-        b.width = Values::F32(v).widen_into(b.values.get_mut(..cap).unwrap_or(&mut []));
-        b
-    }
-    fn row(&self) -> &[f32] {
-        self.values.get(..self.width).unwrap_or(&[])
-    }
+/// Widens `row` into the front of `buf` (the rest stays zero) and returns its width. The buffer
+/// is declared by the caller and filled in place: returning a 4 KiB array by value would cost a
+/// second copy of it on a device's stack.
+fn fill_user(buf: &mut [f32; USER_BUF], row: Option<Row<'_>>) -> usize {
+    let cap = MAX_VECTOR_WIDTH as usize;
+    row.map_or(0, |r| r.widen_into(buf.get_mut(..cap).unwrap_or(&mut [])))
 }
 
 /// A validated `.bet` model over bytes of type `B` (`&'static [u8]`, [`bet_format::AlignedBytes`],
@@ -139,8 +124,10 @@ impl<B: AsRef<[u8]>> Model<B> {
             let (im, ig) = ncf_item_rows(&file, item);
             Ok(canonical(ncf_user.score(&ncf_dense(&file)?, im, ig)))
         } else {
-            let u = UserBuf::from_row(file.users().row(user));
-            Ok(canonical(file.items().row(item).map_or(0.0, |r| dot_row(u.row(), r))))
+            let mut buf = [0.0f32; USER_BUF];
+            let width = fill_user(&mut buf, file.users().row(user));
+            let u = buf.get(..width).unwrap_or(&[]);
+            Ok(canonical(file.items().row(item).map_or(0.0, |r| dot_row(u, r))))
         }
     }
 
@@ -159,9 +146,11 @@ impl<B: AsRef<[u8]>> Model<B> {
                 *slot = canonical(ncf_user.score(&dense, im, ig));
             }
         } else {
-            let u = UserBuf::from_row(file.users().row(user));
+            let mut buf = [0.0f32; USER_BUF];
+            let width = fill_user(&mut buf, file.users().row(user));
             let items = file.items();
-            scan_items(self.kernel, &self.item_runs, &items, u.row(), &u.values, &mut Sink::All { out: &mut *out });
+            let u = buf.get(..width).unwrap_or(&[]);
+            scan_items(self.kernel, &self.item_runs, &items, u, &buf, &mut Sink::All { out: &mut *out });
             for s in out.iter_mut() {
                 *s = canonical(*s);
             }
@@ -173,14 +162,28 @@ impl<B: AsRef<[u8]>> Model<B> {
     /// were written (fewer than `k` when fewer items qualify). `out` must hold `min(k, n_items)`.
     pub fn top_k(&self, user: u32, k: usize, filter: &Filter<'_>, out: &mut [Scored]) -> Result<usize, Error> {
         self.check_user(user)?;
-        let file = self.file()?;
         if self.summary().model == ModelKind::Ncf {
-            let ncf_user = self.ncf_user_of(&file, user)?;
-            self.rank_ncf(&file, &ncf_user, k, filter, out)
+            self.top_k_ncf(user, k, filter, out)
         } else {
-            let u = UserBuf::from_row(file.users().row(user));
-            self.rank_dot(&file, &u, k, filter, out)
+            self.top_k_dot(user, k, filter, out)
         }
+    }
+
+    // The two paths are kept out of line so that a call's stack holds one path's buffers, not
+    // both (devices have a few KiB of stack; see the firmware's measured worst case).
+    #[inline(never)]
+    fn top_k_dot(&self, user: u32, k: usize, filter: &Filter<'_>, out: &mut [Scored]) -> Result<usize, Error> {
+        let file = self.file()?;
+        let mut buf = [0.0f32; USER_BUF];
+        let width = fill_user(&mut buf, file.users().row(user));
+        self.rank_dot(&file, &buf, width, k, filter, out)
+    }
+
+    #[inline(never)]
+    fn top_k_ncf(&self, user: u32, k: usize, filter: &Filter<'_>, out: &mut [Scored]) -> Result<usize, Error> {
+        let file = self.file()?;
+        let ncf_user = self.ncf_user_of(&file, user)?;
+        self.rank_ncf(&file, &ncf_user, k, filter, out)
     }
 
     /// [`top_k`](Self::top_k) for a caller-supplied user vector of any width up to the vector
@@ -199,16 +202,14 @@ impl<B: AsRef<[u8]>> Model<B> {
                 if v.len() > s.vector_width as usize {
                     return Err(Error::VectorTooWide { width: v.len(), max: s.vector_width });
                 }
-                self.rank_dot(&file, &UserBuf::from_slice(v), k, filter, out)
+                self.rank_dot_vector(&file, v, k, filter, out)
             }
             (UserVector::Ncf { mlp, gmf }, ModelKind::Ncf) => {
                 let widest = mlp.len().max(gmf.len());
                 if widest > s.d_max as usize {
                     return Err(Error::VectorTooWide { width: widest, max: s.d_max });
                 }
-                let dense = ncf_dense(&file)?;
-                let ncf_user = NcfUser::from_slices(&dense, mlp, gmf);
-                self.rank_ncf(&file, &ncf_user, k, filter, out)
+                self.rank_ncf_vector(&file, mlp, gmf, k, filter, out)
             }
             (_, m) => Err(Error::WrongVectorKind { model: m.name() }),
         }
@@ -242,6 +243,38 @@ impl<B: AsRef<[u8]>> Model<B> {
         Ok(())
     }
 
+    #[inline(never)]
+    fn rank_dot_vector(
+        &self,
+        file: &BetFile<'_>,
+        v: &[f32],
+        k: usize,
+        filter: &Filter<'_>,
+        out: &mut [Scored],
+    ) -> Result<usize, Error> {
+        let mut buf = [0.0f32; USER_BUF];
+        let width = v.len().min(MAX_VECTOR_WIDTH as usize);
+        if let (Some(dst), Some(src)) = (buf.get_mut(..width), v.get(..width)) {
+            dst.copy_from_slice(src);
+        }
+        self.rank_dot(file, &buf, width, k, filter, out)
+    }
+
+    #[inline(never)]
+    fn rank_ncf_vector(
+        &self,
+        file: &BetFile<'_>,
+        mlp: &[f32],
+        gmf: &[f32],
+        k: usize,
+        filter: &Filter<'_>,
+        out: &mut [Scored],
+    ) -> Result<usize, Error> {
+        let dense = ncf_dense(file)?;
+        let ncf_user = NcfUser::from_slices(&dense, mlp, gmf);
+        self.rank_ncf(file, &ncf_user, k, filter, out)
+    }
+
     fn ncf_user_of(&self, file: &BetFile<'_>, user: u32) -> Result<NcfUser, Error> {
         let dense = ncf_dense(file)?;
         let mlp = file.users().row(user);
@@ -255,10 +288,12 @@ impl<B: AsRef<[u8]>> Model<B> {
         out.get_mut(..kk).ok_or(Error::OutputTooSmall { needed: kk, got })
     }
 
+    /// `padded` holds the user vector in its first `width` floats, then zeros.
     fn rank_dot(
         &self,
         file: &BetFile<'_>,
-        u: &UserBuf,
+        padded: &[f32; USER_BUF],
+        width: usize,
         k: usize,
         filter: &Filter<'_>,
         out: &mut [Scored],
@@ -267,12 +302,13 @@ impl<B: AsRef<[u8]>> Model<B> {
         filter.check(n_items)?;
         let mut collector = Collector::new(self.collector_slot(k, out)?);
         let items = file.items();
+        let u = padded.get(..width).unwrap_or(&[]);
         match filter.allow {
             // A short allow-list (items in stock) is walked directly instead of scanning all.
             Some(ItemSet::Sorted(list)) => {
                 let exclude = Filter { exclude: filter.exclude, allow: None };
                 for &index in list {
-                    let score = items.row(index).map_or(0.0, |r| dot_row(u.row(), r));
+                    let score = items.row(index).map_or(0.0, |r| dot_row(u, r));
                     if collector.may_enter(score) && exclude.admits(index) {
                         collector.offer(Scored { index, score });
                     }
@@ -282,8 +318,8 @@ impl<B: AsRef<[u8]>> Model<B> {
                 self.kernel,
                 &self.item_runs,
                 &items,
-                u.row(),
-                &u.values,
+                u,
+                padded,
                 &mut Sink::TopK { collector: &mut collector, filter },
             ),
         }

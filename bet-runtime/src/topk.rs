@@ -9,8 +9,9 @@
 
 use crate::Error;
 
-/// One ranked item.
+/// One ranked item (`repr(C)`: the C API's `Scored` array element).
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
 pub struct Scored {
     /// Item index.
     pub index: u32,
@@ -20,6 +21,8 @@ pub struct Scored {
 
 impl Scored {
     /// A placeholder to initialise buffers with.
+    ///
+    /// cbindgen:ignore
     pub const EMPTY: Scored = Scored { index: u32::MAX, score: f32::NAN };
 }
 

@@ -45,6 +45,24 @@ enum Command {
         #[arg(long, value_name = "N")]
         max_bytes: Option<u64>,
     },
+    /// Rank items with bet-runtime: one line per user, `user U: item:scorebits ...`.
+    Rank {
+        /// The file.
+        file: PathBuf,
+        /// Users (comma-separated indices).
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        users: Vec<u32>,
+        /// How many items per user.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Items never returned (comma-separated indices).
+        #[arg(long, value_delimiter = ',')]
+        exclude: Vec<u32>,
+        /// Also rank for this caller-supplied user vector (comma-separated decimals; no
+        /// exclusions), printed as `vector: ...`.
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+        vector: Vec<f32>,
+    },
     /// Write a synthetic budgeted model, inspect it, verify it and rank items with the runtime.
     Demo {
         /// Where to write demo.bet.
@@ -120,6 +138,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(v.exit_code))
         }
         Command::Demo { out, sparsity } => demo(&out, &sparsity),
+        Command::Rank { file, users, k, mut exclude, vector } => {
+            exclude.sort_unstable();
+            exclude.dedup();
+            let model = Model::read(&file).with_context(|| format!("opening {}", file.display()))?;
+            let n = k.min(model.summary().n_items as usize);
+            let mut out = vec![Scored::EMPTY; n];
+            let filter = Filter { exclude: Some(bet_runtime::ItemSet::Sorted(&exclude)), allow: None };
+            let line = |label: String, top: &[Scored]| {
+                let cells: Vec<String> = top.iter().map(|s| format!("{}:{:08x}", s.index, s.score.to_bits())).collect();
+                println!("{label}: {}", cells.join(" "));
+            };
+            for user in users {
+                let got = model.top_k(user, k, &filter, &mut out)?;
+                line(format!("user {user}"), &out[..got]);
+            }
+            if !vector.is_empty() {
+                let got = model.top_k_for_vector(bet_runtime::UserVector::Dot(&vector), k, &Filter::NONE, &mut out)?;
+                line("vector".into(), &out[..got]);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { which: BenchCommand::Topk { data, queries, cold_megabytes, kernel, json } } => {
             let kernel = match kernel {
                 KernelArg::Auto => None,

@@ -1,4 +1,5 @@
-//! The only module with `unsafe` code: the x86-64 AVX2/F16C block kernel and the mmap constructor.
+//! The only module with `unsafe` code: the x86-64 AVX2/F16C kernels, the mmap constructor and
+//! the C API (`capi`, feature `capi`).
 //!
 //! Audit notes
 //! - `scan_blocks` is safe to call: it checks every index it will read before entering the
@@ -18,6 +19,9 @@
 //!   while mapped (that would be undefined behaviour or SIGBUS, as for every mmap reader).
 
 use bet_format::Values;
+
+#[cfg(feature = "capi")]
+pub mod capi;
 
 /// Whether the AVX2 + F16C kernel can run on this CPU.
 pub(crate) fn avx2_f16c_available() -> bool {
