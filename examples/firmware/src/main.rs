@@ -1,5 +1,6 @@
-//! bet on a Cortex-M4F: the `.bet` file is an aligned static in flash; the firmware opens it
-//! with `new_checked` (no allocator), verifies the CRCs, ranks items for every user with an
+//! bet on a Cortex-M4F: every golden `.bet` file (MF, LightGCN, NGCF, NCF; f32, f16, blocked;
+//! NaN and signed-zero edge cases) is an aligned static in flash. The firmware opens each with
+//! `new_checked` (no allocator), verifies the CRCs, ranks items for several users with an
 //! exclusion list and once for a caller-supplied vector, and compares every index and score bit
 //! for bit with what the host runtime computed at build time. It exits 0 only on a full match.
 //! It also measures the worst-case stack of `top_k` by painting the stack first.
@@ -13,22 +14,29 @@ use cortex_m as _; // links the critical-section implementation semihosting need
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 
-#[derive(Clone, Copy)]
+/// One query: a stored user, a caller vector of the first `n` values of `VECTOR`, or an NCF
+/// caller vector (MLP and GMF lengths).
+#[derive(Clone, Copy, Debug)]
 pub enum Query {
     User(u32),
-    Vector,
+    Vector(usize),
+    Ncf(usize, usize),
 }
 
-include!(concat!(env!("OUT_DIR"), "/expected.rs"));
+/// A golden file with its expected answers: `(query, [(item, score bits)])`.
+pub struct Golden {
+    name: &'static str,
+    bytes: &'static [u8],
+    exclude: &'static [u32],
+    cases: &'static [(Query, &'static [(u32, u32)])],
+}
 
 /// `include_bytes!` only promises alignment 1; the format's payloads need 4 (and are 64-aligned
-/// in the file), so the blob lives in a 64-byte-aligned wrapper.
+/// in the file), so each blob lives in a 64-byte-aligned wrapper.
 #[repr(C, align(64))]
 struct Aligned<const N: usize>([u8; N]);
 
-const FILE_LEN: usize = include_bytes!("../../../bet-format/tests/golden/lightgcn_f16x8_blocked.bet").len();
-static FILE: Aligned<FILE_LEN> =
-    Aligned(*include_bytes!("../../../bet-format/tests/golden/lightgcn_f16x8_blocked.bet"));
+include!(concat!(env!("OUT_DIR"), "/expected.rs"));
 
 /// The pattern painted below the stack pointer before a query.
 const PAINT: u32 = 0xDEAD_BEEF;
@@ -71,9 +79,12 @@ fn ranked(
     filter: &Filter<'_>,
     out: &mut [Scored],
 ) -> Result<usize, bet_runtime::Error> {
-    match query {
-        Query::User(u) => model.top_k(*u, 10, filter, out),
-        Query::Vector => model.top_k_for_vector(UserVector::Dot(&VECTOR), 10, &Filter::NONE, out),
+    match *query {
+        Query::User(u) => model.top_k(u, 10, filter, out),
+        Query::Vector(n) => model.top_k_for_vector(UserVector::Dot(&VECTOR[..n]), 10, &Filter::NONE, out),
+        Query::Ncf(m, g) => {
+            model.top_k_for_vector(UserVector::Ncf { mlp: &VECTOR[..m], gmf: &VECTOR[..g] }, 10, &Filter::NONE, out)
+        }
     }
 }
 
@@ -85,51 +96,66 @@ fn main() -> ! {
 }
 
 fn run() -> bool {
-    let model = match Model::new(&FILE.0[..]) {
-        Ok(m) => m,
-        Err(e) => {
-            hprintln!("open failed: {}", e);
-            return false;
-        }
-    };
-    if let Err(e) = model.verify_checksums() {
-        hprintln!("checksums failed: {}", e);
-        return false;
-    }
-    let s = model.summary();
-    hprintln!("bet on Cortex-M4F: {} users, {} items, {} bytes in flash", s.n_users, s.n_items, FILE_LEN);
-    let filter = Filter { exclude: Some(ItemSet::Sorted(&EXCLUDE)), allow: None };
     let mut worst_stack = 0;
     let mut mismatches = 0;
-    for (query, want) in CASES {
-        let mut out = [Scored::EMPTY; 10];
-        let sp = paint_stack();
-        let got = ranked(&model, query, &filter, &mut out);
-        worst_stack = worst_stack.max(stack_used(sp));
-        let n = match got {
-            Ok(n) => n,
+    let mut queries = 0;
+    for golden in FILES {
+        let model = match Model::new(golden.bytes) {
+            Ok(m) => m,
             Err(e) => {
-                hprintln!("top_k failed: {}", e);
+                hprintln!("{}: open failed: {}", golden.name, e);
                 return false;
             }
         };
-        let same = n == want.len()
-            && out[..n].iter().zip(want.iter()).all(|(g, w)| g.index == w.0 && g.score.to_bits() == w.1);
-        if !same {
-            mismatches += 1;
-            hprintln!(
-                "MISMATCH for {:?}",
-                match query {
-                    Query::User(u) => *u as i64,
-                    Query::Vector => -1,
+        if let Err(e) = model.verify_checksums() {
+            hprintln!("{}: checksums failed: {}", golden.name, e);
+            return false;
+        }
+        let s = model.summary();
+        let mut file_stack = 0;
+        let filter = Filter { exclude: Some(ItemSet::Sorted(golden.exclude)), allow: None };
+        for (query, want) in golden.cases {
+            let mut out = [Scored::EMPTY; 10];
+            let sp = paint_stack();
+            let got = ranked(&model, query, &filter, &mut out);
+            file_stack = file_stack.max(stack_used(sp));
+            queries += 1;
+            let n = match got {
+                Ok(n) => n,
+                Err(e) => {
+                    hprintln!("{}: top_k failed: {}", golden.name, e);
+                    return false;
                 }
-            );
-            for (g, w) in out[..n].iter().zip(want.iter()) {
-                hprintln!("  got {} {:#010x}  want {} {:#010x}", g.index, g.score.to_bits(), w.0, w.1);
+            };
+            let same = n == want.len()
+                && out[..n].iter().zip(want.iter()).all(|(g, w)| g.index == w.0 && g.score.to_bits() == w.1);
+            if !same {
+                mismatches += 1;
+                hprintln!("MISMATCH {} {:?}", golden.name, query);
+                for (g, w) in out[..n].iter().zip(want.iter()) {
+                    hprintln!("  got {} {:#010x}  want {} {:#010x}", g.index, g.score.to_bits(), w.0, w.1);
+                }
             }
         }
+        hprintln!(
+            "{}: {} model, {} users, {} items, {} bytes in flash, {} queries, top_k stack {} bytes",
+            golden.name,
+            s.model.name(),
+            s.n_users,
+            s.n_items,
+            golden.bytes.len(),
+            golden.cases.len(),
+            file_stack
+        );
+        worst_stack = worst_stack.max(file_stack);
     }
-    hprintln!("queries: {}, mismatches: {}, worst-case top_k stack: {} bytes", CASES.len(), mismatches, worst_stack);
+    hprintln!(
+        "files: {}, queries: {}, mismatches: {}, worst-case top_k stack: {} bytes",
+        FILES.len(),
+        queries,
+        mismatches,
+        worst_stack
+    );
     mismatches == 0
 }
 
