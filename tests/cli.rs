@@ -100,3 +100,30 @@ fn demo_runs_end_to_end() {
     let (code, _, _) = bet(&["demo", "--out", dir.path().to_str().unwrap(), "--sparsity", "1.5"]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn data_loads_splits_and_reports() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/gowalla-sample");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("data.json");
+    let (code, out, err) = bet(&["data", sample.to_str().unwrap(), "--seed", "3", "--json", json.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2440 users, 2887 items, 63698 interactions"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["schema"], "bet-data/1");
+    let parts = v["train"].as_u64().unwrap() + v["validation"].as_u64().unwrap() + v["test"].as_u64().unwrap();
+    assert_eq!(parts, 63_698);
+    // A missing dataset and a bad line: one clear line, non-zero exit.
+    let (code, _, err) = bet(&["data", "/nonexistent/data"]);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "u,i,1\nu,j\nv\n").unwrap();
+    let (code, _, err) = bet(&["data", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad.csv:3: expected 2 to 4 fields"), "{err}");
+    assert_ne!(bet(&["data", sample.to_str().unwrap(), "--protocol", "random"]).0, 0);
+    let (code, _, err) = bet(&["data", sample.to_str().unwrap(), "--protocol", "temporal"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no timestamp"), "{err}");
+}

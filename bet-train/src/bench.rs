@@ -10,7 +10,6 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context;
 use bet_format::{AlignedBytes, Decimal, ValueDtype};
 use bet_runtime::{Filter, ItemSet, Kernel, Model, Scored};
 use ndarray::{Array1, Array2};
@@ -36,23 +35,15 @@ pub const GOWALLA_USERS: usize = 29_858;
 /// Items in Gowalla.
 pub const GOWALLA_ITEMS: usize = 40_981;
 
-/// Per-user item lists from a LightGCN-format `train.txt` (`user item item ...`).
-pub fn read_lightgcn_lists(path: &Path) -> anyhow::Result<Vec<Vec<u32>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lists: Vec<Vec<u32>> = vec![];
-    for (n, line) in text.lines().enumerate() {
-        let mut it = line.split_whitespace();
-        let Some(user) = it.next() else { continue };
-        let user: usize = user.parse().with_context(|| format!("{}:{}: bad user id", path.display(), n + 1))?;
-        let mut items: Vec<u32> = it
-            .map(|t| t.parse::<u32>().with_context(|| format!("{}:{}: bad item id {t:?}", path.display(), n + 1)))
-            .collect::<Result<_, _>>()?;
-        items.sort_unstable();
-        items.dedup();
-        if lists.len() <= user {
-            lists.resize(user + 1, vec![]);
-        }
-        lists[user] = items;
+/// Per-user training item lists (sorted) of the LightGCN directory holding `path` (`train.txt`).
+pub fn read_lightgcn_lists(path: &Path) -> crate::Result<Vec<Vec<u32>>> {
+    let data = crate::data::load_lightgcn(path.parent().unwrap_or(Path::new(".")))?;
+    let mut lists: Vec<Vec<u32>> = vec![vec![]; data.n_users];
+    for it in data.interactions.iter().filter(|it| it.part == crate::data::Part::Train) {
+        lists[it.user as usize].push(it.item);
+    }
+    for l in &mut lists {
+        l.sort_unstable();
     }
     Ok(lists)
 }
@@ -97,7 +88,7 @@ struct Workload {
     source: String,
 }
 
-fn workload(opts: &TopkOptions) -> anyhow::Result<Workload> {
+fn workload(opts: &TopkOptions) -> crate::Result<Workload> {
     match &opts.data {
         Some(dir) => {
             let mut lists = read_lightgcn_lists(&dir.join("train.txt"))?;
@@ -145,7 +136,7 @@ fn dense_topk(t: &Array2<f32>, u: &Array1<f32>, exclude: &[u32], k: usize) -> Ve
 }
 
 /// Runs the benchmark and returns its JSON report (also printed line by line as it goes).
-pub fn run_topk(opts: &TopkOptions) -> anyhow::Result<serde_json::Value> {
+pub fn run_topk(opts: &TopkOptions) -> crate::Result<serde_json::Value> {
     const K: usize = 20;
     let w = workload(opts)?;
     let n_items = w.item_freq.len();

@@ -8,8 +8,15 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod budget;
+pub mod data;
+mod error;
+pub mod eval;
 pub mod report;
+pub mod split;
 pub mod synthetic;
+
+pub use error::{Error, Result};
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -18,6 +18,16 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ProtocolArg {
+    /// Merge train and test, per-user seeded 50/25/25 (the paper's).
+    Paper,
+    /// The dataset's own train/test, validation carved from train.
+    Given,
+    /// Per user by timestamp (CSV with timestamps, MovieLens).
+    Temporal,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum KernelArg {
     Auto,
     Portable,
@@ -62,6 +72,21 @@ enum Command {
         /// exclusions), printed as `vector: ...`.
         #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
         vector: Vec<f32>,
+    },
+    /// Load a dataset, split it, and report the split and a most-popular baseline (trainer-evaluated).
+    Data {
+        /// A LightGCN directory (train.txt, test.txt), a CSV/TSV file, or a MovieLens .dat file.
+        #[arg(default_value = "data/gowalla-sample")]
+        dataset: PathBuf,
+        /// Split protocol.
+        #[arg(long, value_enum, default_value = "paper")]
+        protocol: ProtocolArg,
+        /// Seed of the split.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Write a synthetic budgeted model, inspect it, verify it and rank items with the runtime.
     Demo {
@@ -138,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(v.exit_code))
         }
         Command::Demo { out, sparsity } => demo(&out, &sparsity),
+        Command::Data { dataset, protocol, seed, json } => data_report(&dataset, protocol, seed, json.as_deref()),
         Command::Rank { file, users, k, mut exclude, vector } => {
             exclude.sort_unstable();
             exclude.dedup();
@@ -173,6 +199,60 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn data_report(path: &Path, protocol: ProtocolArg, seed: u64, json: Option<&Path>) -> anyhow::Result<ExitCode> {
+    use bet_train::eval::{PopularityScorer, Target, evaluate};
+    use bet_train::split::{Protocol, Split};
+    let data = bet_train::data::load(path)?;
+    let r = &data.report;
+    let sha: String = data.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    println!(
+        "{}: {} users, {} items, {} interactions ({} rows, {} duplicates merged), sha256 {sha}",
+        data.name,
+        data.n_users,
+        data.n_items,
+        data.interactions.len(),
+        r.rows,
+        r.duplicates
+    );
+    let protocol = match protocol {
+        ProtocolArg::Paper => Protocol::Paper,
+        ProtocolArg::Given => Protocol::Given,
+        ProtocolArg::Temporal => Protocol::Temporal,
+    };
+    let split = Split::new(&data, protocol, seed)?;
+    println!(
+        "split {} (seed {seed}): train {}, validation {}, test {}",
+        protocol.name(),
+        split.train.len(),
+        split.validation.len(),
+        split.test.len()
+    );
+    let popular = PopularityScorer { frequency: split.item_frequency() };
+    let mut results = serde_json::Map::new();
+    for (name, target) in [("validation", Target::Validation), ("test", Target::Test)] {
+        let m = evaluate(&popular, &split, target, None);
+        println!(
+            "most-popular baseline, {name} (trainer-evaluated, {} users, {} without held-out items): \
+                  Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}",
+            m.users, m.skipped, m.recall[0], m.recall[1], m.recall[2], m.ndcg[0], m.ndcg[1], m.ndcg[2]
+        );
+        results.insert(
+            name.into(),
+            serde_json::json!({"recall": m.recall, "ndcg": m.ndcg, "users": m.users, "skipped": m.skipped}),
+        );
+    }
+    if let Some(path) = json {
+        let report = serde_json::json!({
+            "schema": "bet-data/1", "dataset": data.name, "sha256": sha, "users": data.n_users, "items": data.n_items,
+            "interactions": data.interactions.len(), "duplicates_merged": r.duplicates, "protocol": protocol.name(), "seed": seed,
+            "train": split.train.len(), "validation": split.validation.len(), "test": split.test.len(),
+            "most_popular_trainer_evaluated": results,
+        });
+        bet_format::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn demo(out: &Path, sparsity: &str) -> anyhow::Result<ExitCode> {

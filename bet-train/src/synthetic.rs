@@ -5,8 +5,7 @@
 //! the total fills, and never exceeds, the exact budget limit.
 
 use bet_format::{
-    Budget, Decimal, MaskPlacement, ModelContents, ModelKind, Provenance, StorageOrder, TableInput, ValueDtype,
-    ValueLayout,
+    Decimal, MaskPlacement, ModelContents, ModelKind, Provenance, StorageOrder, TableInput, ValueDtype, ValueLayout,
 };
 
 /// A model held in index order, ready for [`ModelContents`].
@@ -63,10 +62,8 @@ impl SyntheticModel {
         d_max: u32,
         keep: Decimal,
         seed: u64,
-    ) -> anyhow::Result<SyntheticModel> {
-        let entities = (user_frequency.len() + item_frequency.len()) as u64;
-        let limit = Budget::limit_for(keep, d_max, entities)?;
-        anyhow::ensure!(limit >= entities, "budget {limit} cannot give {entities} entities width 1");
+    ) -> crate::Result<SyntheticModel> {
+        let limit = crate::budget::limit(keep, d_max, user_frequency.len(), item_frequency.len(), 1)?;
         let total = |a: f64| -> u64 {
             widths_for(user_frequency, a, d_max)
                 .iter()
@@ -92,7 +89,7 @@ impl SyntheticModel {
     }
 
     /// The `.bet` bytes (LightGCN, output placement, widest rows first).
-    pub fn to_bytes(&self, dtype: ValueDtype, dataset: &str) -> anyhow::Result<Vec<u8>> {
+    pub fn to_bytes(&self, dtype: ValueDtype, dataset: &str) -> crate::Result<Vec<u8>> {
         let contents = ModelContents {
             model: ModelKind::LightGcn,
             placement: MaskPlacement::Output,
@@ -143,7 +140,7 @@ mod tests {
         let items = zipf_frequencies(500, 2);
         let keep = Decimal::parse("0.1").unwrap();
         let m = SyntheticModel::budgeted(&users, &items, 64, keep, 3).unwrap();
-        let limit = Budget::limit_for(keep, 64, 800).unwrap();
+        let limit = bet_format::Budget::limit_for(keep, 64, 800).unwrap();
         let total: u64 = m.user_widths.iter().chain(&m.item_widths).map(|&w| u64::from(w)).sum();
         assert!(total <= limit && total + 64 > limit / 2, "total {total}, limit {limit}");
         let most = (0..500).max_by_key(|&i| (items[i], std::cmp::Reverse(i))).unwrap();
