@@ -127,3 +127,66 @@ fn data_loads_splits_and_reports() {
     assert_eq!(code, 2);
     assert!(err.contains("no timestamp"), "{err}");
 }
+
+#[test]
+fn train_runs_reports_and_refuses_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("tiny.csv");
+    let mut rows = String::new();
+    for u in 0..60 {
+        for i in 0..40 {
+            if (u * 7 + i * 11) % 5 < 2 {
+                rows.push_str(&format!("user{u},item{i}\n"));
+            }
+        }
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let report = dir.path().join("r.json");
+    let args =
+        ["train", "--dataset", csv.to_str().unwrap(), "--model", "lightgcn", "--d-max", "16", "--sparsity", "0.5"];
+    let run = |extra: &[&str]| bet(&[&args[..], extra].concat());
+    let (code, out, err) = run(&[
+        "--round-steps",
+        "5",
+        "--max-steps",
+        "10",
+        "--seed",
+        "4",
+        "--threads",
+        "1",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("test (trainer-evaluated): Recall@5/10/20"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(v["schema"], "bet-train/1");
+    assert_eq!(v["limit"].as_u64().unwrap(), 100 * 16 / 2);
+    assert_eq!(v["evaluated_by"], "trainer");
+    // Same seed and threads: the same report figures.
+    let report2 = dir.path().join("r2.json");
+    let (code, _, _) = run(&[
+        "--round-steps",
+        "5",
+        "--max-steps",
+        "10",
+        "--seed",
+        "4",
+        "--threads",
+        "1",
+        "--report",
+        report2.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let w: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report2).unwrap()).unwrap();
+    assert_eq!(v["test"], w["test"]);
+    assert_eq!(v["rounds"], w["rounds"]);
+    // An impossible budget, conflicting flags, a missing dataset: one line, non-zero exit.
+    let (code, _, err) = bet(&["train", "--dataset", csv.to_str().unwrap(), "--d-max", "16", "--keep", "0.01"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("needs width at least 1"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(bet(&["train", "--dataset", csv.to_str().unwrap(), "--sparsity", "0.9", "--keep", "0.1"]).0, 2);
+    assert_eq!(bet(&["train", "--dataset", "/nonexistent/x.csv"]).0, 2);
+    assert_eq!(bet(&["train", "--dataset", csv.to_str().unwrap(), "--sparsity", "1.5"]).0, 2);
+}

@@ -12,9 +12,12 @@ pub mod budget;
 pub mod data;
 mod error;
 pub mod eval;
+pub mod graph;
+pub mod lightgcn;
 pub mod report;
 pub mod split;
 pub mod synthetic;
+pub mod train;
 
 pub use error::{Error, Result};
 

@@ -17,6 +17,24 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum ModelArg {
+    /// LightGCN, 3 layers.
+    Lightgcn,
+    /// Matrix factorisation.
+    Mf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PlacementArg {
+    /// Ego table cut, final vectors dense (the paper's; not exportable).
+    Input,
+    /// Final vectors cut (exportable).
+    Output,
+    /// Both cut.
+    Both,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ProtocolArg {
     /// Merge train and test, per-user seeded 50/25/25 (the paper's).
@@ -72,6 +90,48 @@ enum Command {
         /// exclusions), printed as `vector: ...`.
         #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
         vector: Vec<f32>,
+    },
+    /// Train LightGCN or MF with equal widths under a budget (BPR, early stopping), then evaluate.
+    Train {
+        /// A LightGCN directory, a CSV/TSV file or a MovieLens .dat file.
+        #[arg(long, default_value = "data/gowalla-sample")]
+        dataset: PathBuf,
+        /// Backbone.
+        #[arg(long, value_enum, default_value = "lightgcn")]
+        model: ModelArg,
+        /// Sparsity (0.9 keeps 10%); exact decimal.
+        #[arg(long, conflicts_with = "keep")]
+        sparsity: Option<String>,
+        /// Kept fraction (alias of sparsity: --keep 0.1 = --sparsity 0.9).
+        #[arg(long)]
+        keep: Option<String>,
+        /// Where LightGCN's width mask applies.
+        #[arg(long, value_enum, default_value = "output")]
+        placement: PlacementArg,
+        /// Full width d_max.
+        #[arg(long, default_value_t = 128)]
+        d_max: u32,
+        /// Split protocol.
+        #[arg(long, value_enum, default_value = "paper")]
+        protocol: ProtocolArg,
+        /// Seed (split, initialisation, sampling).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Worker threads (results are reproducible per seed and thread count).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Steps between validations.
+        #[arg(long, default_value_t = 2000)]
+        round_steps: usize,
+        /// Rounds without improvement before stopping.
+        #[arg(long, default_value_t = 2)]
+        patience: usize,
+        /// Hard cap on steps.
+        #[arg(long, default_value_t = 100_000)]
+        max_steps: usize,
+        /// Write a JSON report (schema bet-train/1) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Load a dataset, split it, and report the split and a most-popular baseline (trainer-evaluated).
     Data {
@@ -164,6 +224,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { out, sparsity } => demo(&out, &sparsity),
         Command::Data { dataset, protocol, seed, json } => data_report(&dataset, protocol, seed, json.as_deref()),
+        Command::Train {
+            dataset,
+            model,
+            sparsity,
+            keep,
+            placement,
+            d_max,
+            protocol,
+            seed,
+            threads,
+            round_steps,
+            patience,
+            max_steps,
+            report,
+        } => {
+            let keep = match (sparsity.as_deref(), keep.as_deref()) {
+                (None, None) => bet_format::Decimal { units: 1, scale: 0 },
+                (s, k) => bet_train::budget::keep_from_flags(s, k)?,
+            };
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+            let args = TrainArgs {
+                dataset,
+                model,
+                keep,
+                placement,
+                d_max,
+                protocol,
+                seed,
+                threads,
+                round_steps,
+                patience,
+                max_steps,
+                report,
+            };
+            pool.install(|| train_command(args))
+        }
         Command::Rank { file, users, k, mut exclude, vector } => {
             exclude.sort_unstable();
             exclude.dedup();
@@ -199,6 +296,120 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+struct TrainArgs {
+    dataset: PathBuf,
+    model: ModelArg,
+    keep: Decimal,
+    placement: PlacementArg,
+    d_max: u32,
+    protocol: ProtocolArg,
+    seed: u64,
+    threads: usize,
+    round_steps: usize,
+    patience: usize,
+    max_steps: usize,
+    report: Option<PathBuf>,
+}
+
+fn protocol_of(p: ProtocolArg) -> bet_train::split::Protocol {
+    match p {
+        ProtocolArg::Paper => bet_train::split::Protocol::Paper,
+        ProtocolArg::Given => bet_train::split::Protocol::Given,
+        ProtocolArg::Temporal => bet_train::split::Protocol::Temporal,
+    }
+}
+
+fn train_command(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    use bet_train::eval::{Target, evaluate};
+    use bet_train::lightgcn::Placement;
+    use bet_train::train::{TrainConfig, equal_widths, new_model, scorer, train};
+    let started = std::time::Instant::now();
+    let data = bet_train::data::load(&a.dataset)?;
+    let split = bet_train::split::Split::new(&data, protocol_of(a.protocol), a.seed)?;
+    let limit = bet_train::budget::limit(a.keep, a.d_max, split.n_users, split.n_items, 1)?;
+    let widths = equal_widths(limit, &split.user_frequency(), &split.item_frequency(), a.d_max);
+    let (layers, placement) = match (a.model, a.placement) {
+        (ModelArg::Mf, _) => (0, Placement::Input),
+        (ModelArg::Lightgcn, PlacementArg::Input) => (3, Placement::Input),
+        (ModelArg::Lightgcn, PlacementArg::Output) => (3, Placement::Output),
+        (ModelArg::Lightgcn, PlacementArg::Both) => (3, Placement::Both),
+    };
+    let adj = bet_train::graph::Adjacency::lightgcn(&split);
+    let mut model = new_model(&split, a.d_max as usize, layers, placement, widths, a.seed);
+    let config = TrainConfig {
+        round_steps: a.round_steps,
+        patience: a.patience,
+        max_steps: a.max_steps,
+        seed: a.seed,
+        ..TrainConfig::default()
+    };
+    eprintln!(
+        "{}: {} users, {} items; train {} / validation {} / test {}; keep {} -> limit {limit} (equal widths); {} threads",
+        data.name,
+        split.n_users,
+        split.n_items,
+        split.train.len(),
+        split.validation.len(),
+        split.test.len(),
+        a.keep,
+        a.threads
+    );
+    let bar = indicatif::ProgressBar::new(a.max_steps as u64);
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} step {pos} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = train(&mut model, &split, &adj, &config, |step, loss| {
+        bar.set_position(step as u64);
+        bar.set_message(format!("loss {loss:.4}"));
+    });
+    bar.finish_and_clear();
+    let s = scorer(&model, &adj);
+    let val = evaluate(&s, &split, Target::Validation, None);
+    let test = evaluate(&s, &split, Target::Test, None);
+    let line = |name: &str, m: &bet_train::eval::Metrics| {
+        println!(
+            "{name} (trainer-evaluated): Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}  eq.13 {:.4}",
+            m.recall[0],
+            m.recall[1],
+            m.recall[2],
+            m.ndcg[0],
+            m.ndcg[1],
+            m.ndcg[2],
+            m.ensemble()
+        )
+    };
+    println!(
+        "trained {} steps (best at step {}), last-round loss {:.4}, {:.1} s",
+        report.steps,
+        report.best_step,
+        report.last_loss,
+        started.elapsed().as_secs_f64()
+    );
+    line("validation", &val);
+    line("test", &test);
+    if let Some(path) = &a.report {
+        let m = |m: &bet_train::eval::Metrics| serde_json::json!({"recall": m.recall, "ndcg": m.ndcg, "eq13": m.ensemble(), "users": m.users});
+        let json = serde_json::json!({
+            "schema": "bet-train/1",
+            "evaluated_by": "trainer",
+            "dataset": data.name, "sha256": data.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "model": if a.model == ModelArg::Mf { "mf" } else { "lightgcn" },
+            "placement": format!("{placement:?}").to_lowercase(), "d_max": a.d_max,
+            "keep": a.keep.to_string(), "limit": limit, "widths": "equal",
+            "protocol": protocol_of(a.protocol).name(), "seed": a.seed, "threads": a.threads,
+            "steps": report.steps, "best_step": report.best_step,
+            "rounds": report.rounds.iter().map(|(s, r)| serde_json::json!({"step": s, "validation": m(r)})).collect::<Vec<_>>(),
+            "validation": m(&val), "test": m(&test), "seconds": started.elapsed().as_secs_f64(),
+        });
+        bet_format::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn data_report(path: &Path, protocol: ProtocolArg, seed: u64, json: Option<&Path>) -> anyhow::Result<ExitCode> {
