@@ -166,6 +166,15 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Full-ranking evaluation of every Gowalla user with 128-wide vectors.
+    Eval {
+        /// Gowalla directory.
+        #[arg(long, default_value = "../shared/data/gowalla")]
+        data: PathBuf,
+        /// Repetitions.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
     /// One-user and batch top-20 on a Gowalla-sized file against dense baselines.
     Topk {
         /// Gowalla directory (train.txt) for real popularity and exclusions.
@@ -280,6 +289,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let got = model.top_k_for_vector(bet_runtime::UserVector::Dot(&vector), k, &Filter::NONE, &mut out)?;
                 line("vector".into(), &out[..got]);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { which: BenchCommand::Eval { data, repeats } } => {
+            bet_train::bench::run_eval(&data, repeats)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { which: BenchCommand::Topk { data, queries, cold_megabytes, kernel, json } } => {
