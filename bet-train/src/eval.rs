@@ -82,8 +82,9 @@ fn top(scores: &mut [f32], excluded: [&[u32]; 2]) -> Vec<u32> {
     let mut best: Vec<(f32, u32)> = Vec::with_capacity(K_MAX + 1);
     let mut threshold = f32::NEG_INFINITY;
     for (i, &s) in scores.iter().enumerate() {
-        if best.len() == K_MAX && !(s > threshold) {
-            // NaN never passes `>`; a NaN threshold (fewer than 20 numbers) is rare: exact path.
+        // Only a strictly greater score can enter a full list; NaN never does. A NaN threshold
+        // (fewer than 20 numbers) is rare: exact path.
+        if best.len() == K_MAX && s.partial_cmp(&threshold) != Some(std::cmp::Ordering::Greater) {
             if threshold.is_nan() {
                 return top_exact(scores, excluded);
             }
