@@ -427,7 +427,7 @@ fn train_command(a: TrainArgs) -> anyhow::Result<ExitCode> {
 
 fn data_report(path: &Path, protocol: ProtocolArg, seed: u64, json: Option<&Path>) -> anyhow::Result<ExitCode> {
     use bet_train::eval::{PopularityScorer, Target, evaluate};
-    use bet_train::split::{Protocol, Split};
+    use bet_train::split::Split;
     let data = bet_train::data::load(path)?;
     let r = &data.report;
     let sha: String = data.sha256.iter().map(|b| format!("{b:02x}")).collect();
@@ -440,11 +440,7 @@ fn data_report(path: &Path, protocol: ProtocolArg, seed: u64, json: Option<&Path
         r.rows,
         r.duplicates
     );
-    let protocol = match protocol {
-        ProtocolArg::Paper => Protocol::Paper,
-        ProtocolArg::Given => Protocol::Given,
-        ProtocolArg::Temporal => Protocol::Temporal,
-    };
+    let protocol = protocol_of(protocol);
     let split = Split::new(&data, protocol, seed)?;
     println!(
         "split {} (seed {seed}): train {}, validation {}, test {}",
