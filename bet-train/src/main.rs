@@ -92,47 +92,7 @@ enum Command {
         vector: Vec<f32>,
     },
     /// Train LightGCN or MF with equal widths under a budget (BPR, early stopping), then evaluate.
-    Train {
-        /// A LightGCN directory, a CSV/TSV file or a MovieLens .dat file.
-        #[arg(long, default_value = "data/gowalla-sample")]
-        dataset: PathBuf,
-        /// Backbone.
-        #[arg(long, value_enum, default_value = "lightgcn")]
-        model: ModelArg,
-        /// Sparsity (0.9 keeps 10%); exact decimal.
-        #[arg(long, conflicts_with = "keep")]
-        sparsity: Option<String>,
-        /// Kept fraction (alias of sparsity: --keep 0.1 = --sparsity 0.9).
-        #[arg(long)]
-        keep: Option<String>,
-        /// Where LightGCN's width mask applies.
-        #[arg(long, value_enum, default_value = "output")]
-        placement: PlacementArg,
-        /// Full width d_max.
-        #[arg(long, default_value_t = 128)]
-        d_max: u32,
-        /// Split protocol.
-        #[arg(long, value_enum, default_value = "paper")]
-        protocol: ProtocolArg,
-        /// Seed (split, initialisation, sampling).
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Worker threads (results are reproducible per seed and thread count).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Steps between validations.
-        #[arg(long, default_value_t = 2000)]
-        round_steps: usize,
-        /// Rounds without improvement before stopping.
-        #[arg(long, default_value_t = 2)]
-        patience: usize,
-        /// Hard cap on steps.
-        #[arg(long, default_value_t = 100_000)]
-        max_steps: usize,
-        /// Write a JSON report (schema bet-train/1) here.
-        #[arg(long)]
-        report: Option<PathBuf>,
-    },
+    Train(TrainArgs),
     /// Load a dataset, split it, and report the split and a most-popular baseline (trainer-evaluated).
     Data {
         /// A LightGCN directory (train.txt, test.txt), a CSV/TSV file, or a MovieLens .dat file.
@@ -233,42 +193,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { out, sparsity } => demo(&out, &sparsity),
         Command::Data { dataset, protocol, seed, json } => data_report(&dataset, protocol, seed, json.as_deref()),
-        Command::Train {
-            dataset,
-            model,
-            sparsity,
-            keep,
-            placement,
-            d_max,
-            protocol,
-            seed,
-            threads,
-            round_steps,
-            patience,
-            max_steps,
-            report,
-        } => {
-            let keep = match (sparsity.as_deref(), keep.as_deref()) {
-                (None, None) => bet_format::Decimal { units: 1, scale: 0 },
-                (s, k) => bet_train::budget::keep_from_flags(s, k)?,
-            };
-            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Command::Train(args) => {
+            let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
-            let args = TrainArgs {
-                dataset,
-                model,
-                keep,
-                placement,
-                d_max,
-                protocol,
-                seed,
-                threads,
-                round_steps,
-                patience,
-                max_steps,
-                report,
-            };
-            pool.install(|| train_command(args))
+            pool.install(|| train_command(args, threads))
         }
         Command::Rank { file, users, k, mut exclude, vector } => {
             exclude.sort_unstable();
@@ -311,18 +239,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `bet train` flags.
+#[derive(clap::Args)]
 struct TrainArgs {
+    /// A LightGCN directory, a CSV/TSV file or a MovieLens .dat file.
+    #[arg(long, default_value = "data/gowalla-sample")]
     dataset: PathBuf,
+    /// Backbone.
+    #[arg(long, value_enum, default_value = "lightgcn")]
     model: ModelArg,
-    keep: Decimal,
+    /// Sparsity (0.9 keeps 10%); exact decimal.
+    #[arg(long, conflicts_with = "keep")]
+    sparsity: Option<String>,
+    /// Kept fraction (alias of sparsity: --keep 0.1 = --sparsity 0.9).
+    #[arg(long)]
+    keep: Option<String>,
+    /// Where LightGCN's width mask applies.
+    #[arg(long, value_enum, default_value = "output")]
     placement: PlacementArg,
+    /// Full width d_max.
+    #[arg(long, default_value_t = 128)]
     d_max: u32,
+    /// Split protocol.
+    #[arg(long, value_enum, default_value = "paper")]
     protocol: ProtocolArg,
+    /// Seed (split, initialisation, sampling).
+    #[arg(long, default_value_t = 1)]
     seed: u64,
-    threads: usize,
+    /// Worker threads (results are reproducible per seed and thread count).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Steps between validations.
+    #[arg(long, default_value_t = 2000)]
     round_steps: usize,
+    /// Rounds without improvement before stopping.
+    #[arg(long, default_value_t = 2)]
     patience: usize,
+    /// Hard cap on steps.
+    #[arg(long, default_value_t = 100_000)]
     max_steps: usize,
+    /// Write a JSON report (schema bet-train/1) here.
+    #[arg(long)]
     report: Option<PathBuf>,
 }
 
@@ -334,14 +291,18 @@ fn protocol_of(p: ProtocolArg) -> bet_train::split::Protocol {
     }
 }
 
-fn train_command(a: TrainArgs) -> anyhow::Result<ExitCode> {
+fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
     use bet_train::eval::{Target, evaluate};
     use bet_train::lightgcn::Placement;
     use bet_train::train::{TrainConfig, equal_widths, new_model, scorer, train};
     let started = std::time::Instant::now();
+    let keep = match (a.sparsity.as_deref(), a.keep.as_deref()) {
+        (None, None) => bet_format::Decimal { units: 1, scale: 0 },
+        (s, k) => bet_train::budget::keep_from_flags(s, k)?,
+    };
     let data = bet_train::data::load(&a.dataset)?;
     let split = bet_train::split::Split::new(&data, protocol_of(a.protocol), a.seed)?;
-    let limit = bet_train::budget::limit(a.keep, a.d_max, split.n_users, split.n_items, 1)?;
+    let limit = bet_train::budget::limit(keep, a.d_max, split.n_users, split.n_items, 1)?;
     let widths = equal_widths(limit, &split.user_frequency(), &split.item_frequency(), a.d_max);
     let (layers, placement) = match (a.model, a.placement) {
         (ModelArg::Mf, _) => (0, Placement::Input),
@@ -366,8 +327,8 @@ fn train_command(a: TrainArgs) -> anyhow::Result<ExitCode> {
         split.train.len(),
         split.validation.len(),
         split.test.len(),
-        a.keep,
-        a.threads
+        keep,
+        threads
     );
     let bar = indicatif::ProgressBar::new(a.max_steps as u64);
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -414,8 +375,8 @@ fn train_command(a: TrainArgs) -> anyhow::Result<ExitCode> {
             "dataset": data.name, "sha256": data.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             "model": if a.model == ModelArg::Mf { "mf" } else { "lightgcn" },
             "placement": format!("{placement:?}").to_lowercase(), "d_max": a.d_max,
-            "keep": a.keep.to_string(), "limit": limit, "widths": "equal",
-            "protocol": protocol_of(a.protocol).name(), "seed": a.seed, "threads": a.threads,
+            "keep": keep.to_string(), "limit": limit, "widths": "equal",
+            "protocol": protocol_of(a.protocol).name(), "seed": a.seed, "threads": threads,
             "steps": report.steps, "best_step": report.best_step,
             "rounds": report.rounds.iter().map(|(s, r)| serde_json::json!({"step": s, "validation": m(r)})).collect::<Vec<_>>(),
             "validation": m(&val), "test": m(&test), "seconds": started.elapsed().as_secs_f64(),
