@@ -123,12 +123,11 @@ impl<T: Float + Send + Sync> LightGcn<T> {
         let b = T::from(batch.len()).unwrap_or(T::one());
         let mut loss = T::zero();
         let mut d_out = vec![T::zero(); n * d];
-        let ego_row = |r: usize| -> Vec<T> {
-            let mut row = self.ego[r * d..(r + 1) * d].to_vec();
-            if self.placement.masks_input() {
-                row.iter_mut().skip(self.widths[r] as usize).for_each(|v| *v = T::zero());
-            }
-            row
+        // The regularised part of an ego row: its first `width` values when the input is masked
+        // (the rest are zero), the whole row otherwise. A borrowed slice: no allocation per row.
+        let ego_row = |r: usize| -> &[T] {
+            let row = &self.ego[r * d..(r + 1) * d];
+            if self.placement.masks_input() { &row[..(self.widths[r] as usize).min(d)] } else { row }
         };
         let mut reg_sum = T::zero();
         for &(u, p, q) in batch {
@@ -140,7 +139,6 @@ impl<T: Float + Send + Sync> LightGcn<T> {
             loss = loss + softplus(x);
             // d softplus(x) / dx = sigmoid(x); x = s_neg - s_pos.
             let g = sigmoid(x) / b;
-            let (fu, fp, fq) = (fu.to_vec(), fp.to_vec(), fq.to_vec());
             for k in 0..d {
                 d_out[u * d + k] = d_out[u * d + k] + g * (fq[k] - fp[k]);
                 d_out[p * d + k] = d_out[p * d + k] - g * fu[k];
@@ -148,7 +146,7 @@ impl<T: Float + Send + Sync> LightGcn<T> {
             }
             for r in [u, p, q] {
                 let row = ego_row(r);
-                reg_sum = reg_sum + dot(&row, &row);
+                reg_sum = reg_sum + dot(row, row);
             }
         }
         loss = loss / b + reg * reg_sum / b;

@@ -115,11 +115,9 @@ pub fn cut_sizes(n: usize) -> (usize, usize, usize) {
 }
 
 fn user_rng(seed: u64, user: usize) -> Pcg64Mcg {
-    // A distinct, reproducible stream per user (SplitMix-style mixing of the pair).
-    let mut z = seed ^ (user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    Pcg64Mcg::seed_from_u64(z ^ (z >> 31))
+    // A distinct, reproducible stream per user (SplitMix mixing of the pair).
+    use crate::synthetic::{GOLDEN_GAMMA, splitmix_finalize};
+    Pcg64Mcg::seed_from_u64(splitmix_finalize(seed ^ (user as u64).wrapping_mul(GOLDEN_GAMMA)))
 }
 
 fn shuffle(items: &mut [u32], rng: &mut Pcg64Mcg) {
