@@ -142,8 +142,20 @@ fn train_runs_reports_and_refuses_bad_settings() {
     }
     std::fs::write(&csv, rows).unwrap();
     let report = dir.path().join("r.json");
-    let args =
-        ["train", "--dataset", csv.to_str().unwrap(), "--model", "lightgcn", "--d-max", "16", "--sparsity", "0.5"];
+    let ckpt = dir.path().join("checkpoints");
+    let args = [
+        "train",
+        "--dataset",
+        csv.to_str().unwrap(),
+        "--model",
+        "lightgcn",
+        "--d-max",
+        "16",
+        "--sparsity",
+        "0.5",
+        "--checkpoint-dir",
+        ckpt.to_str().unwrap(),
+    ];
     let run = |extra: &[&str]| bet(&[&args[..], extra].concat());
     let (code, out, err) = run(&[
         "--round-steps",
@@ -163,9 +175,10 @@ fn train_runs_reports_and_refuses_bad_settings() {
     assert_eq!(v["schema"], "bet-train/1");
     assert_eq!(v["limit"].as_u64().unwrap(), 100 * 16 / 2);
     assert_eq!(v["evaluated_by"], "trainer");
-    // Same seed and threads: the same report figures.
+    // Same seed and threads: the same report figures (`--fresh`: not resumed from the first run).
     let report2 = dir.path().join("r2.json");
     let (code, _, _) = run(&[
+        "--fresh",
         "--round-steps",
         "5",
         "--max-steps",
@@ -189,4 +202,95 @@ fn train_runs_reports_and_refuses_bad_settings() {
     assert_eq!(bet(&["train", "--dataset", csv.to_str().unwrap(), "--sparsity", "0.9", "--keep", "0.1"]).0, 2);
     assert_eq!(bet(&["train", "--dataset", "/nonexistent/x.csv"]).0, 2);
     assert_eq!(bet(&["train", "--dataset", csv.to_str().unwrap(), "--sparsity", "1.5"]).0, 2);
+}
+
+/// A run killed with SIGKILL again and again (at every moment, mid-checkpoint included) and
+/// restarted each time ends with the same parameters, byte for byte, as an uninterrupted run.
+#[test]
+fn killed_training_resumes_to_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/gowalla-sample");
+    let common = |ckpt: &Path, state: &Path| -> Vec<String> {
+        [
+            "train",
+            "--dataset",
+            sample.to_str().unwrap(),
+            "--model",
+            "lightgcn",
+            "--d-max",
+            "8",
+            "--sparsity",
+            "0.5",
+            "--round-steps",
+            "6",
+            "--max-steps",
+            "30",
+            "--patience",
+            "9",
+            "--seed",
+            "3",
+            "--threads",
+            "2",
+            "--checkpoint-every",
+            "1",
+            "--checkpoint-dir",
+            ckpt.to_str().unwrap(),
+            "--save-state",
+            state.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let straight = dir.path().join("straight.state");
+    let args = common(&dir.path().join("ckpt-a"), &straight);
+    let out = Command::new(env!("CARGO_BIN_EXE_bet")).args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let killed = dir.path().join("killed.state");
+    let ckpt = dir.path().join("ckpt-b");
+    let args = common(&ckpt, &killed);
+    let (mut kills, mut resumed) = (0, 0);
+    // Kill after varying delays, so kills land at different points of the run: before the
+    // first checkpoint, between steps, and during checkpoint writes. Each restart resumes, so
+    // the run moves on until one attempt lives to the end.
+    for attempt in 0..100u64 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bet"))
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300 + attempt * 397 % 1700);
+        let mut done = None;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                done = Some(status);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        match done {
+            Some(status) => {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                assert!(status.success(), "{err}");
+                resumed += usize::from(err.contains("resumed from step"));
+                break;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL on Unix
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    assert!(kills >= 2, "the run ended before it could be killed twice ({kills})");
+    assert_eq!(resumed, 1, "the last run did not resume from a checkpoint");
+    let (a, b) = (std::fs::read(&straight).unwrap(), std::fs::read(&killed).unwrap());
+    assert!(a == b, "resumed model differs from the uninterrupted one ({} vs {} bytes)", a.len(), b.len());
+    // The checkpoint lives where it was told to, and nothing was left half-written.
+    let names: Vec<String> =
+        std::fs::read_dir(&ckpt).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| n.ends_with(".ckpt") || n.ends_with(".tmp")), "{names:?}");
 }

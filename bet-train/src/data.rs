@@ -87,6 +87,26 @@ pub struct Dataset {
     pub report: LoadReport,
 }
 
+impl Dataset {
+    /// A dataset from in-memory training pairs (tests and examples): integer ids, every pair in
+    /// the source's training part, no timestamps.
+    pub fn from_pairs(name: &str, n_users: usize, n_items: usize, pairs: &[(u32, u32)]) -> Dataset {
+        Dataset {
+            name: name.to_string(),
+            n_users,
+            n_items,
+            user_ids: vec![],
+            item_ids: vec![],
+            interactions: pairs
+                .iter()
+                .map(|&(user, item)| Interaction { user, item, part: Part::Train, timestamp: None })
+                .collect(),
+            sha256: [0; 32],
+            report: LoadReport::default(),
+        }
+    }
+}
+
 /// Interns external ids as indices in order of first appearance.
 #[derive(Default)]
 struct Ids {

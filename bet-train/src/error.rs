@@ -43,6 +43,12 @@ pub enum Error {
     /// A budget that cannot be met, or a malformed fraction.
     #[error("budget: {0}")]
     Budget(String),
+    /// A checkpoint that cannot be used (damaged, another run's, unreadable).
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// A training setting that cannot work (for example a placement the backbone lacks).
+    #[error("settings: {0}")]
+    Settings(String),
     /// An error from the file format.
     #[error(transparent)]
     Format(#[from] bet_format::Error),

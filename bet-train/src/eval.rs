@@ -158,7 +158,7 @@ fn user_metrics(ranked: &[u32], positives: &[u32]) -> [f64; 6] {
 }
 
 /// Evaluates `scorer` on `split` for the given users (all users when `users` is `None`).
-pub fn evaluate<S: Scorer>(scorer: &S, split: &Split, target: Target, users: Option<&[u32]>) -> Metrics {
+pub fn evaluate<S: Scorer + ?Sized>(scorer: &S, split: &Split, target: Target, users: Option<&[u32]>) -> Metrics {
     let all: Vec<u32>;
     let users = match users {
         Some(u) => u,

@@ -7,8 +7,10 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod backbone;
 pub mod bench;
 pub mod budget;
+pub mod checkpoint;
 pub mod data;
 mod error;
 pub mod eval;

@@ -58,12 +58,56 @@ pub struct Forward<T> {
     pub output: Vec<T>,
 }
 
-fn mask_rows<T: Float>(x: &mut [T], d: usize, widths: &[u32]) {
-    for (row, &w) in x.chunks_mut(d).zip(widths) {
-        for v in row.iter_mut().skip(w as usize) {
-            *v = T::zero();
+/// Buffers reused from step to step, so a training step allocates nothing after the first
+/// (a Gowalla-sized table is 36 MB; fresh buffers cost page faults on every step).
+#[derive(Debug)]
+pub struct Workspace<T> {
+    /// Final vectors of the last forward pass, `(U + V) × d`.
+    pub output: Vec<T>,
+    /// Gradient of the last `loss_and_grad_into` with respect to the ego table.
+    pub grad: Vec<T>,
+    x: Vec<T>,
+    next: Vec<T>,
+    seed: Vec<T>,
+    touched: Vec<bool>,
+    touched_rows: Vec<usize>,
+}
+
+impl<T> Default for Workspace<T> {
+    fn default() -> Self {
+        Workspace {
+            output: Vec::new(),
+            grad: Vec::new(),
+            x: Vec::new(),
+            next: Vec::new(),
+            seed: Vec::new(),
+            touched: Vec::new(),
+            touched_rows: Vec::new(),
         }
     }
+}
+
+fn resize<T: Float>(v: &mut Vec<T>, n: usize) {
+    if v.len() != n {
+        v.clear();
+        v.resize(n, T::zero());
+    }
+}
+
+fn mask_rows<T: Float + Send + Sync>(x: &mut [T], d: usize, widths: &[u32]) {
+    use rayon::prelude::*;
+    x.par_chunks_mut(d * 1024).enumerate().for_each(|(b, block)| {
+        for (row, &w) in block.chunks_mut(d).zip(&widths[b * 1024..]) {
+            for v in row.iter_mut().skip(w as usize) {
+                *v = T::zero();
+            }
+        }
+    });
+}
+
+fn scale_all<T: Float + Send + Sync>(x: &mut [T], by: T) {
+    use rayon::prelude::*;
+    x.par_chunks_mut(1 << 16).for_each(|c| c.iter_mut().for_each(|v| *v = *v * by));
 }
 
 fn dot<T: Float>(a: &[T], b: &[T]) -> T {
@@ -86,26 +130,37 @@ impl<T: Float + Send + Sync> LightGcn<T> {
 
     /// Final vectors: masked ego, `layers` propagations, mean, masked output.
     pub fn forward(&self, adj: &Adjacency) -> Forward<T> {
+        let mut ws = Workspace::default();
+        self.forward_into(adj, &mut ws);
+        Forward { output: ws.output }
+    }
+
+    /// The forward pass into `ws.output`, reusing the workspace's buffers.
+    pub fn forward_into(&self, adj: &Adjacency, ws: &mut Workspace<T>) {
         let (n, d) = (self.nodes(), self.d);
-        let mut x = self.ego.clone();
+        let Workspace { output, x, next, .. } = ws;
+        resize(output, n * d);
+        output.copy_from_slice(&self.ego);
         if self.placement.masks_input() {
-            mask_rows(&mut x, d, &self.widths);
+            mask_rows(output, d, &self.widths);
         }
-        let mut sum = x.clone();
-        let mut next = vec![T::zero(); n * d];
-        for _ in 0..self.layers {
-            adj.spmm(&x, d, &mut next);
-            std::mem::swap(&mut x, &mut next);
-            for (s, &v) in sum.iter_mut().zip(&x) {
-                *s = *s + v;
+        if self.layers > 0 {
+            resize(x, n * d);
+            resize(next, n * d);
+            // Layer 1 reads the (masked) ego rows, which `output` holds before the sums start.
+            x.copy_from_slice(output);
+            for _ in 0..self.layers {
+                adj.spmm_accumulate(x, d, next, output);
+                std::mem::swap(x, next);
             }
         }
         let scale = T::one() / T::from(self.layers + 1).unwrap_or(T::one());
-        sum.iter_mut().for_each(|v| *v = *v * scale);
-        if self.placement.masks_output() {
-            mask_rows(&mut sum, d, &self.widths);
+        if self.layers > 0 {
+            scale_all(output, scale);
         }
-        Forward { output: sum }
+        if self.placement.masks_output() {
+            mask_rows(output, d, &self.widths);
+        }
     }
 
     /// The score of user `u` and item `i` from a forward pass.
@@ -118,11 +173,30 @@ impl<T: Float + Send + Sync> LightGcn<T> {
     /// The BPR loss of `batch` (user, positive item, negative item) and its gradient with
     /// respect to the ego table.
     pub fn loss_and_grad(&self, adj: &Adjacency, batch: &[(u32, u32, u32)], reg: T) -> (T, Vec<T>) {
+        let mut ws = Workspace::default();
+        let loss = self.loss_and_grad_into(adj, batch, reg, &mut ws);
+        (loss, ws.grad)
+    }
+
+    /// [`LightGcn::loss_and_grad`] with reused buffers: the gradient is left in `ws.grad`.
+    pub fn loss_and_grad_into(&self, adj: &Adjacency, batch: &[(u32, u32, u32)], reg: T, ws: &mut Workspace<T>) -> T {
         let (n, d) = (self.nodes(), self.d);
-        let f = self.forward(adj);
+        self.forward_into(adj, ws);
         let b = T::from(batch.len()).unwrap_or(T::one());
         let mut loss = T::zero();
-        let mut d_out = vec![T::zero(); n * d];
+        // The seed of the backward pass (d loss / d final vectors) is non-zero only on the
+        // batch's rows: zero the rows the last step touched instead of the whole table.
+        resize(&mut ws.seed, n * d);
+        if ws.touched.len() != n {
+            ws.touched = vec![false; n];
+            ws.touched_rows.clear();
+            ws.seed.iter_mut().for_each(|v| *v = T::zero());
+        }
+        for &r in &ws.touched_rows {
+            ws.seed[r * d..(r + 1) * d].iter_mut().for_each(|v| *v = T::zero());
+            ws.touched[r] = false;
+        }
+        ws.touched_rows.clear();
         // The regularised part of an ego row: its first `width` values when the input is masked
         // (the rest are zero), the whole row otherwise. A borrowed slice: no allocation per row.
         let ego_row = |r: usize| -> &[T] {
@@ -130,44 +204,67 @@ impl<T: Float + Send + Sync> LightGcn<T> {
             if self.placement.masks_input() { &row[..(self.widths[r] as usize).min(d)] } else { row }
         };
         let mut reg_sum = T::zero();
+        let out = &ws.output;
         for &(u, p, q) in batch {
             let (u, p, q) = (u as usize, self.n_users + p as usize, self.n_users + q as usize);
-            let fu = &f.output[u * d..(u + 1) * d];
-            let fp = &f.output[p * d..(p + 1) * d];
-            let fq = &f.output[q * d..(q + 1) * d];
+            let fu = &out[u * d..(u + 1) * d];
+            let fp = &out[p * d..(p + 1) * d];
+            let fq = &out[q * d..(q + 1) * d];
             let x = dot(fu, fq) - dot(fu, fp);
             loss = loss + softplus(x);
             // d softplus(x) / dx = sigmoid(x); x = s_neg - s_pos.
             let g = sigmoid(x) / b;
             for k in 0..d {
-                d_out[u * d + k] = d_out[u * d + k] + g * (fq[k] - fp[k]);
-                d_out[p * d + k] = d_out[p * d + k] - g * fu[k];
-                d_out[q * d + k] = d_out[q * d + k] + g * fu[k];
+                ws.seed[u * d + k] = ws.seed[u * d + k] + g * (fq[k] - fp[k]);
+                ws.seed[p * d + k] = ws.seed[p * d + k] - g * fu[k];
+                ws.seed[q * d + k] = ws.seed[q * d + k] + g * fu[k];
             }
             for r in [u, p, q] {
                 let row = ego_row(r);
                 reg_sum = reg_sum + dot(row, row);
+                if !ws.touched[r] {
+                    ws.touched[r] = true;
+                    ws.touched_rows.push(r);
+                }
             }
         }
         loss = loss / b + reg * reg_sum / b;
 
-        // Backward through the output mask, the mean and the layers (Â is symmetric).
-        if self.placement.masks_output() {
-            mask_rows(&mut d_out, d, &self.widths);
-        }
+        // Backward through the output mask and the mean (only touched rows are non-zero).
         let scale = T::one() / T::from(self.layers + 1).unwrap_or(T::one());
-        d_out.iter_mut().for_each(|v| *v = *v * scale);
-        let mut g = d_out.clone();
-        let mut tmp = vec![T::zero(); n * d];
-        for _ in 0..self.layers {
-            adj.spmm(&g, d, &mut tmp);
-            for (t, &o) in tmp.iter_mut().zip(&d_out) {
-                *t = *t + o;
+        for &r in &ws.touched_rows {
+            let row = &mut ws.seed[r * d..(r + 1) * d];
+            let keep = if self.placement.masks_output() { self.widths[r] as usize } else { d };
+            for (k, v) in row.iter_mut().enumerate() {
+                *v = if k < keep { *v * scale } else { T::zero() };
             }
-            std::mem::swap(&mut g, &mut tmp);
+        }
+        // Through the layers (Â is symmetric): grad = s + Â(s + Â(s + Â s)), Horner's rule.
+        resize(&mut ws.grad, n * d);
+        if self.layers == 0 {
+            ws.grad.copy_from_slice(&ws.seed);
+        } else {
+            let Workspace { grad, x, next, seed, touched, .. } = ws;
+            resize(x, n * d);
+            resize(next, n * d);
+            // The first product's source is the seed: skip its zero rows.
+            let mut cur: &mut Vec<T> = x;
+            let mut other: &mut Vec<T> = next;
+            for layer in 0..self.layers {
+                let last = layer + 1 == self.layers;
+                let dst: &mut Vec<T> = if last { &mut *grad } else { &mut *other };
+                if layer == 0 {
+                    adj.spmm_plus(seed, d, dst, seed, Some(touched));
+                } else {
+                    adj.spmm_plus(cur, d, dst, seed, None);
+                }
+                if !last {
+                    std::mem::swap(&mut cur, &mut other);
+                }
+            }
         }
         if self.placement.masks_input() {
-            mask_rows(&mut g, d, &self.widths);
+            mask_rows(&mut ws.grad, d, &self.widths);
         }
         // Regularisation: 2 · reg / B · e for every occurrence of a row in the batch.
         let two_reg = (reg + reg) / b;
@@ -175,11 +272,11 @@ impl<T: Float + Send + Sync> LightGcn<T> {
             for r in [u as usize, self.n_users + p as usize, self.n_users + q as usize] {
                 let row = ego_row(r);
                 for (k, v) in row.iter().enumerate() {
-                    g[r * d + k] = g[r * d + k] + two_reg * *v;
+                    ws.grad[r * d + k] = ws.grad[r * d + k] + two_reg * *v;
                 }
             }
         }
-        (loss, g)
+        loss
     }
 }
 

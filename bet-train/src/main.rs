@@ -281,6 +281,25 @@ struct TrainArgs {
     /// Write a JSON report (schema bet-train/1) here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Directory of checkpoints (default: the user cache directory, never the work tree).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Ignore (and overwrite) an existing checkpoint of this run instead of resuming from it.
+    #[arg(long)]
+    fresh: bool,
+    /// Checkpoint at least every N steps (besides every round and every minute).
+    #[arg(long, value_name = "N")]
+    checkpoint_every: Option<u64>,
+    /// Write the final parameters here (a checkpoint-format file; `--init` reads it).
+    #[arg(long, value_name = "FILE")]
+    save_state: Option<PathBuf>,
+    /// Start from the parameters in FILE (written by `--save-state`) instead of a fresh init.
+    #[arg(long, value_name = "FILE")]
+    init: Option<PathBuf>,
+    /// Fine-tune for N epochs (fresh Adam, lr 0.03 x 0.98 every 200 steps, no early stopping)
+    /// instead of training to convergence; usually with --init.
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
 }
 
 fn protocol_of(p: ProtocolArg) -> bet_train::split::Protocol {
@@ -292,14 +311,19 @@ fn protocol_of(p: ProtocolArg) -> bet_train::split::Protocol {
 }
 
 fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
+    use bet_train::backbone::{Backbone, LightGcnBackbone};
+    use bet_train::checkpoint::{CheckpointHeader, CheckpointPlan, TrainState};
     use bet_train::eval::{Target, evaluate};
     use bet_train::lightgcn::Placement;
-    use bet_train::train::{TrainConfig, equal_widths, new_model, scorer, train};
+    use bet_train::train::{TrainConfig, equal_widths, train};
     let started = std::time::Instant::now();
     let keep = match (a.sparsity.as_deref(), a.keep.as_deref()) {
         (None, None) => bet_format::Decimal { units: 1, scale: 0 },
         (s, k) => bet_train::budget::keep_from_flags(s, k)?,
     };
+    if a.epochs == Some(0) {
+        anyhow::bail!("--epochs must be at least 1");
+    }
     let data = bet_train::data::load(&a.dataset)?;
     let split = bet_train::split::Split::new(&data, protocol_of(a.protocol), a.seed)?;
     let limit = bet_train::budget::limit(keep, a.d_max, split.n_users, split.n_items, 1)?;
@@ -310,15 +334,55 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         (ModelArg::Lightgcn, PlacementArg::Output) => (3, Placement::Output),
         (ModelArg::Lightgcn, PlacementArg::Both) => (3, Placement::Both),
     };
-    let adj = bet_train::graph::Adjacency::lightgcn(&split);
-    let mut model = new_model(&split, a.d_max as usize, layers, placement, widths, a.seed);
-    let config = TrainConfig {
-        round_steps: a.round_steps,
-        patience: a.patience,
-        max_steps: a.max_steps,
-        seed: a.seed,
-        ..TrainConfig::default()
+    let mut model: Box<dyn Backbone> =
+        Box::new(LightGcnBackbone::new(&split, a.d_max as usize, layers, placement, widths.clone(), a.seed));
+    let mut init_sha = String::from("none");
+    if let Some(path) = &a.init {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let state = TrainState::from_bytes(&bytes, "model")
+            .with_context(|| format!("{}: not a model state written by --save-state", path.display()))?;
+        let shapes = model.tensor_shapes();
+        if !state.params.iter().map(|t| t.len()).eq(shapes.iter().copied()) {
+            anyhow::bail!("{}: its tensors do not fit this model (other data, model or d_max?)", path.display());
+        }
+        for (dst, src) in model.tensors_mut().into_iter().zip(&state.params) {
+            dst.copy_from_slice(src);
+        }
+        init_sha = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+    }
+    let config = match a.epochs {
+        Some(epochs) => TrainConfig::finetune(&split, epochs, a.seed),
+        None => TrainConfig {
+            round_steps: a.round_steps,
+            patience: a.patience,
+            max_steps: a.max_steps,
+            seed: a.seed,
+            ..TrainConfig::default()
+        },
     };
+    let sha: String = data.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let model_name = if a.model == ModelArg::Mf { "mf" } else { "lightgcn" };
+    let description = format!(
+        "bet-train/1 data {sha} protocol {} seed {} model {model_name} layers {layers} placement {placement:?} \
+         d_max {} keep {keep} widths equal init {init_sha} config {config:?}",
+        protocol_of(a.protocol).name(),
+        a.seed,
+        a.d_max,
+    );
+    let dir = a.checkpoint_dir.clone().unwrap_or_else(bet_train::checkpoint::default_dir);
+    let mut plan = CheckpointPlan::new(&dir, &description);
+    plan.every_steps = a.checkpoint_every;
+    if a.fresh {
+        match std::fs::remove_file(&plan.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", plan.path.display()));
+            }
+            _ => {}
+        }
+    }
     eprintln!(
         "{}: {} users, {} items; train {} / validation {} / test {}; keep {} -> limit {limit} (equal widths); {} threads",
         data.name,
@@ -330,7 +394,8 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         keep,
         threads
     );
-    let bar = indicatif::ProgressBar::new(a.max_steps as u64);
+    eprintln!("checkpoint: {}", plan.path.display());
+    let bar = indicatif::ProgressBar::new(config.max_steps.min(a.max_steps) as u64);
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -338,14 +403,27 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         indicatif::ProgressStyle::with_template("{elapsed_precise} step {pos} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let report = train(&mut model, &split, &adj, &config, |step, loss| {
+    let report = train(&mut *model, &split, &config, Some(&plan), |step, loss| {
         bar.set_position(step as u64);
         bar.set_message(format!("loss {loss:.4}"));
-    });
+    })?;
     bar.finish_and_clear();
-    let s = scorer(&model, &adj);
-    let val = evaluate(&s, &split, Target::Validation, None);
-    let test = evaluate(&s, &split, Target::Test, None);
+    if report.resumed_from > 0 {
+        eprintln!("resumed from step {}", report.resumed_from);
+    }
+    if let Some(path) = &a.save_state {
+        let state = TrainState {
+            header: CheckpointHeader { fingerprint: "model".into(), step: report.steps as u64, ..Default::default() },
+            params: model.tensors().iter().map(|t| t.to_vec()).collect(),
+            adam_m: vec![],
+            adam_v: vec![],
+            best: vec![],
+        };
+        state.save(path)?;
+    }
+    let s = model.scorer();
+    let val = evaluate(&*s, &split, Target::Validation, None);
+    let test = evaluate(&*s, &split, Target::Test, None);
     let line = |name: &str, m: &bet_train::eval::Metrics| {
         println!(
             "{name} (trainer-evaluated): Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}  eq.13 {:.4}",
@@ -373,7 +451,7 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
             "schema": "bet-train/1",
             "evaluated_by": "trainer",
             "dataset": data.name, "sha256": data.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-            "model": if a.model == ModelArg::Mf { "mf" } else { "lightgcn" },
+            "model": model_name, "resumed_from": report.resumed_from,
             "placement": format!("{placement:?}").to_lowercase(), "d_max": a.d_max,
             "keep": keep.to_string(), "limit": limit, "widths": "equal",
             "protocol": protocol_of(a.protocol).name(), "seed": a.seed, "threads": threads,

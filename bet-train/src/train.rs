@@ -1,23 +1,27 @@
-//! BPR training of LightGCN / MF with per-entity widths: the reference's sampler, Adam with its
-//! schedule, early stopping on validation.
+//! BPR training of any [`Backbone`] with per-entity widths: the reference's sampler, Adam with its
+//! schedules, early stopping on validation, fine-tuning, checkpoints and resume.
 //!
 //! - Sampler (`bet-algorithm.md` §1): a batch is 10,000 distinct users drawn uniformly from users
 //!   with training items (with replacement when there are fewer); each gets one positive drawn
 //!   uniformly from its training items and one negative drawn uniformly from all items, redrawn
-//!   until it is not a training item. One seeded stream, so a run is a function of the seed.
-//! - Adam (β 0.9/0.999, ε 1e-8) at lr 0.03, multiplied by 0.95 every 200 steps, floor 0.001.
+//!   until it is not a training item. Step `t`'s batch comes from a generator seeded by
+//!   `(seed, t)`, so a run is a function of the seed and a resumed run needs no generator state.
+//! - Adam (β 0.9/0.999, ε 1e-8, one per tensor). Training: lr 0.03 × 0.95 every 200 steps, floor
+//!   0.001 ([`Schedule::TRAIN`]); fine-tuning: a fresh Adam, lr 0.03 × 0.98 every 200 steps,
+//!   floor 0.001, for a number of epochs of `ceil(train pairs / 10,000)` steps and no early
+//!   stopping ([`Schedule::FINETUNE`], [`TrainConfig::finetune`]).
 //! - Rounds of `round_steps` steps; after each, validation on a fixed user subset; the best state
 //!   is kept (`>=`, eq. 13); training stops after `patience` rounds without improvement.
-//!
-//! Status: this is the core loop; checkpoints and resume, NGCF and NCF, and the speed work of
-//! issue 4 are still to come (see `docs/training.md`).
+//! - With a [`CheckpointPlan`], the whole state is saved after every round and at least every
+//!   `every` (see [`crate::checkpoint`]); a run finds its checkpoint and resumes from it.
 
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64Mcg;
 
-use crate::eval::{DenseScorer, Metrics, Target, evaluate};
-use crate::graph::Adjacency;
-use crate::lightgcn::{LightGcn, Placement};
+use crate::Result;
+use crate::backbone::Backbone;
+use crate::checkpoint::{CheckpointHeader, CheckpointPlan, TrainState};
+use crate::eval::{Metrics, Target, evaluate};
 use crate::split::Split;
 
 /// Training settings.
@@ -25,10 +29,10 @@ use crate::split::Split;
 pub struct TrainConfig {
     /// Users per batch.
     pub batch_users: usize,
-    /// Initial learning rate.
-    pub lr: f32,
-    /// Regularisation weight.
-    pub reg: f32,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Regularisation weight (`None`: the backbone's reference value).
+    pub reg: Option<f32>,
     /// Steps per round (between validations).
     pub round_steps: usize,
     /// Rounds without improvement before stopping.
@@ -40,26 +44,75 @@ pub struct TrainConfig {
     /// Users evaluated on validation after each round (a fixed seeded subset; all when larger
     /// than the user count).
     pub validation_users: usize,
+    /// Validate after each round, keep the best state and stop early. Off for fine-tuning,
+    /// which runs exactly `max_steps` steps and keeps the last state.
+    pub early_stopping: bool,
+}
+
+/// A learning-rate schedule: `initial · decay^(step / every)`, at least `floor`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Schedule {
+    /// Initial rate.
+    pub initial: f32,
+    /// Factor applied every `every` steps.
+    pub decay: f32,
+    /// Steps between decays.
+    pub every: usize,
+    /// Lowest rate.
+    pub floor: f32,
+}
+
+impl Schedule {
+    /// Pretraining and retraining (the reference's `train_till_convergence`).
+    pub const TRAIN: Schedule = Schedule { initial: 0.03, decay: 0.95, every: 200, floor: 0.001 };
+    /// Fine-tuning per search iteration (the reference's `train_T_epochs`).
+    pub const FINETUNE: Schedule = Schedule { initial: 0.03, decay: 0.98, every: 200, floor: 0.001 };
+
+    /// The rate at `step`.
+    pub fn rate(&self, step: usize) -> f32 {
+        (self.initial * self.decay.powi((step / self.every.max(1)) as i32)).max(self.floor)
+    }
+}
+
+/// Steps in one epoch: `ceil(training pairs / batch users)` (the reference's; 52 on Gowalla).
+pub fn epoch_steps(split: &Split, batch_users: usize) -> usize {
+    split.train.len().div_ceil(batch_users.max(1)).max(1)
+}
+
+impl TrainConfig {
+    /// Fine-tuning for `epochs` epochs: the fine-tuning schedule, no validation, no early stop.
+    pub fn finetune(split: &Split, epochs: usize, seed: u64) -> TrainConfig {
+        let base = TrainConfig::default();
+        TrainConfig {
+            schedule: Schedule::FINETUNE,
+            max_steps: epochs * epoch_steps(split, base.batch_users),
+            round_steps: usize::MAX,
+            early_stopping: false,
+            seed,
+            ..base
+        }
+    }
 }
 
 impl Default for TrainConfig {
     fn default() -> TrainConfig {
         TrainConfig {
             batch_users: 10_000,
-            lr: 0.03,
-            reg: 1e-4,
+            schedule: Schedule::TRAIN,
+            reg: None,
             round_steps: 2000,
             patience: 2,
             max_steps: 100_000,
             seed: 1,
             validation_users: usize::MAX,
+            early_stopping: true,
         }
     }
 }
 
 /// The BPR sampler.
 pub struct Sampler {
-    rng: Pcg64Mcg,
+    seed: u64,
     active: Vec<u32>,
 }
 
@@ -67,34 +120,45 @@ impl Sampler {
     /// A sampler over users with training items.
     pub fn new(split: &Split, seed: u64) -> Sampler {
         let active = (0..split.n_users as u32).filter(|&u| !split.train.of(u as usize).is_empty()).collect();
-        Sampler { rng: Pcg64Mcg::seed_from_u64(seed ^ 0x5EED_5A3F), active }
+        Sampler { seed, active }
     }
 
-    /// One batch of `(user, positive, negative)`.
-    pub fn batch(&mut self, split: &Split, users: usize) -> Vec<(u32, u32, u32)> {
+    /// The batch of step `step`: `users` triples `(user, positive, negative)`, a function of the
+    /// seed and the step only.
+    pub fn batch(&self, split: &Split, users: usize, step: u64) -> Vec<(u32, u32, u32)> {
+        let mut rng = Pcg64Mcg::seed_from_u64(crate::synthetic::splitmix_finalize(
+            (self.seed ^ 0x5EED_5A3F).wrapping_add(step.wrapping_mul(crate::synthetic::GOLDEN_GAMMA)),
+        ));
+        if self.active.is_empty() {
+            return vec![];
+        }
         let chosen: Vec<u32> = if self.active.len() > users {
             // Partial Fisher-Yates: `users` distinct users.
             let mut pool = self.active.clone();
             for i in 0..users {
-                let j = self.rng.random_range(i..pool.len());
+                let j = rng.random_range(i..pool.len());
                 pool.swap(i, j);
             }
             pool.truncate(users);
             pool
         } else {
-            (0..users).map(|_| self.active[self.rng.random_range(0..self.active.len())]).collect()
+            (0..users).map(|_| self.active[rng.random_range(0..self.active.len())]).collect()
         };
         chosen
             .into_iter()
             .map(|u| {
                 let items = split.train.of(u as usize);
-                let p = items[self.rng.random_range(0..items.len())];
-                let n = loop {
-                    let c = self.rng.random_range(0..split.n_items as u32);
+                let p = items[rng.random_range(0..items.len())];
+                // A user who has every item has no negative; such a user cannot occur in a split
+                // with held-out items, but the loop must end anyway.
+                let mut n = p;
+                for _ in 0..10_000 {
+                    let c = rng.random_range(0..split.n_items as u32);
                     if items.binary_search(&c).is_err() {
-                        break c;
+                        n = c;
+                        break;
                     }
-                };
+                }
                 (u, p, n)
             })
             .collect()
@@ -103,9 +167,9 @@ impl Sampler {
 
 /// Adam over a flat parameter vector.
 pub struct Adam {
-    m: Vec<f32>,
-    v: Vec<f32>,
-    t: i32,
+    pub(crate) m: Vec<f32>,
+    pub(crate) v: Vec<f32>,
+    pub(crate) t: i32,
 }
 
 impl Adam {
@@ -113,22 +177,32 @@ impl Adam {
     pub fn new(n: usize) -> Adam {
         Adam { m: vec![0.0; n], v: vec![0.0; n], t: 0 }
     }
-    /// One update of `params` with `grad` at learning rate `lr`.
+    /// One update of `params` with `grad` at learning rate `lr` (elementwise, in parallel
+    /// blocks: the result does not depend on the thread count).
     pub fn step(&mut self, params: &mut [f32], grad: &[f32], lr: f32) {
+        use rayon::prelude::*;
         let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
         self.t += 1;
         let (c1, c2) = (1.0 - b1.powi(self.t), 1.0 - b2.powi(self.t));
-        for (((p, g), m), v) in params.iter_mut().zip(grad).zip(&mut self.m).zip(&mut self.v) {
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
-        }
+        const BLOCK: usize = 1 << 14;
+        params
+            .par_chunks_mut(BLOCK)
+            .zip(grad.par_chunks(BLOCK))
+            .zip(self.m.par_chunks_mut(BLOCK))
+            .zip(self.v.par_chunks_mut(BLOCK))
+            .for_each(|(((p, g), m), v)| {
+                for (((p, g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+                }
+            });
     }
 }
 
-/// The reference's schedule: ×0.95 every 200 steps, floor 0.001.
+/// The reference's training schedule from `initial`: ×0.95 every 200 steps, floor 0.001.
 pub fn learning_rate(initial: f32, step: usize) -> f32 {
-    (initial * 0.95f32.powi((step / 200) as i32)).max(0.001)
+    Schedule { initial, ..Schedule::TRAIN }.rate(step)
 }
 
 /// Normal(0, σ²) values from a seeded stream (Box–Muller).
@@ -146,7 +220,7 @@ pub fn normal_init(n: usize, sigma: f32, seed: u64) -> Vec<f32> {
 /// What a training run did.
 #[derive(Clone, Debug)]
 pub struct TrainReport {
-    /// Steps run.
+    /// Steps run (in total, including steps before a resume).
     pub steps: usize,
     /// Step of the best validation state.
     pub best_step: usize,
@@ -154,50 +228,41 @@ pub struct TrainReport {
     pub rounds: Vec<(usize, Metrics)>,
     /// Mean loss of the last round.
     pub last_loss: f32,
+    /// The step this run resumed from (0 for a fresh run).
+    pub resumed_from: usize,
 }
 
-/// Final vectors of a model as a dense scorer.
-pub fn scorer(model: &LightGcn<f32>, adj: &Adjacency) -> DenseScorer {
-    let f = model.forward(adj);
-    let d = model.d;
-    let users = ndarray::Array2::from_shape_vec((model.n_users, d), f.output[..model.n_users * d].to_vec())
-        .unwrap_or_else(|_| ndarray::Array2::zeros((model.n_users, d)));
-    let items = ndarray::Array2::from_shape_vec((model.n_items, d), f.output[model.n_users * d..].to_vec())
-        .unwrap_or_else(|_| ndarray::Array2::zeros((model.n_items, d)));
-    DenseScorer { users, items }
+fn metrics_of(m: &Metrics) -> [f64; 6] {
+    [m.recall[0], m.recall[1], m.recall[2], m.ndcg[0], m.ndcg[1], m.ndcg[2]]
 }
 
-/// A fresh model: N(0, 0.01²) ego table, the given widths (users then items).
-pub fn new_model(
-    split: &Split,
-    d: usize,
-    layers: usize,
-    placement: Placement,
-    widths: Vec<u32>,
-    seed: u64,
-) -> LightGcn<f32> {
-    let n = split.n_users + split.n_items;
-    LightGcn {
-        n_users: split.n_users,
-        n_items: split.n_items,
-        d,
-        layers,
-        placement,
-        widths,
-        ego: normal_init(n * d, 0.01, seed),
+fn metrics_from(a: [f64; 6], users: usize) -> Metrics {
+    Metrics { recall: [a[0], a[1], a[2]], ndcg: [a[3], a[4], a[5]], users, skipped: 0 }
+}
+
+fn snapshot(model: &dyn Backbone) -> Vec<Vec<f32>> {
+    model.tensors().iter().map(|t| t.to_vec()).collect()
+}
+
+fn restore(model: &mut dyn Backbone, from: &[Vec<f32>]) {
+    for (dst, src) in model.tensors_mut().into_iter().zip(from) {
+        dst.copy_from_slice(src);
     }
 }
 
-/// Trains `model` to convergence (early stopping on validation); leaves the best state in it.
+/// Trains `model` (early stopping on validation, or a fixed number of steps for fine-tuning);
+/// leaves the best (or last) state in it. `on_step(step, loss)` follows progress.
 pub fn train(
-    model: &mut LightGcn<f32>,
+    model: &mut dyn Backbone,
     split: &Split,
-    adj: &Adjacency,
     config: &TrainConfig,
+    checkpoint: Option<&CheckpointPlan>,
     mut on_step: impl FnMut(usize, f32),
-) -> TrainReport {
-    let mut sampler = Sampler::new(split, config.seed);
-    let mut adam = Adam::new(model.ego.len());
+) -> Result<TrainReport> {
+    let sampler = Sampler::new(split, config.seed);
+    let shapes = model.tensor_shapes();
+    let mut adam: Vec<Adam> = shapes.iter().map(|&n| Adam::new(n)).collect();
+    let reg = config.reg.unwrap_or_else(|| model.default_reg());
     let validation_users: Vec<u32> = {
         let mut all: Vec<u32> = (0..split.n_users as u32).collect();
         if config.validation_users < all.len() {
@@ -211,36 +276,107 @@ pub fn train(
         }
         all
     };
-    let mut best = (f64::NEG_INFINITY, 0usize, model.ego.clone());
-    let mut rounds = vec![];
-    let (mut step, mut since_best, mut last_loss) = (0usize, 0usize, 0.0f32);
-    while step < config.max_steps {
-        let mut loss_sum = 0.0f32;
-        let round_end = (step + config.round_steps).min(config.max_steps);
-        let steps_this_round = round_end - step;
-        while step < round_end {
-            let batch = sampler.batch(split, config.batch_users);
-            let (loss, grad) = model.loss_and_grad(adj, &batch, config.reg);
-            adam.step(&mut model.ego, &grad, learning_rate(config.lr, step));
-            loss_sum += loss;
-            step += 1;
-            on_step(step, loss);
+    let mut header = CheckpointHeader {
+        fingerprint: checkpoint.map(|c| c.fingerprint.clone()).unwrap_or_default(),
+        ..CheckpointHeader::default()
+    };
+    let mut best: Vec<Vec<f32>> = vec![];
+    let mut resumed_from = 0;
+    let loaded = match checkpoint {
+        Some(plan) => TrainState::load(&plan.path, &plan.fingerprint)?.map(|s| (plan, s)),
+        None => None,
+    };
+    if let Some((plan, state)) = loaded {
+        let ok = state.params.iter().map(|t| t.len()).eq(shapes.iter().copied())
+            && state.adam_m.iter().map(|t| t.len()).eq(shapes.iter().copied())
+            && state.adam_v.iter().map(|t| t.len()).eq(shapes.iter().copied());
+        if !ok {
+            return Err(crate::Error::Checkpoint(format!(
+                "{}: tensor shapes do not match this model",
+                plan.path.display()
+            )));
         }
-        last_loss = loss_sum / steps_this_round.max(1) as f32;
-        let m = evaluate(&scorer(model, adj), split, Target::Validation, Some(&validation_users));
-        rounds.push((step, m));
-        if m.ensemble() >= best.0 {
-            best = (m.ensemble(), step, model.ego.clone());
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if since_best >= config.patience {
-                break;
+        restore(model, &state.params);
+        for ((a, m), v) in adam.iter_mut().zip(state.adam_m).zip(state.adam_v) {
+            a.m = m;
+            a.v = v;
+            a.t = state.header.adam_t;
+        }
+        best = state.best;
+        header = state.header;
+        resumed_from = header.step as usize;
+    }
+    let save = |model: &dyn Backbone, adam: &[Adam], best: &[Vec<f32>], header: &CheckpointHeader| -> Result<()> {
+        if let Some(plan) = checkpoint {
+            let state = TrainState {
+                header: CheckpointHeader { adam_t: adam.first().map_or(0, |a| a.t), ..header.clone() },
+                params: snapshot(model),
+                adam_m: adam.iter().map(|a| a.m.clone()).collect(),
+                adam_v: adam.iter().map(|a| a.v.clone()).collect(),
+                best: best.to_vec(),
+            };
+            state.save(&plan.path)?;
+        }
+        Ok(())
+    };
+    let mut last_save = std::time::Instant::now();
+    while !header.finished && (header.step as usize) < config.max_steps {
+        let step = header.step as usize;
+        let batch = sampler.batch(split, config.batch_users, header.step);
+        let loss = model.step(&batch, reg, &mut adam, config.schedule.rate(step));
+        header.loss_sum += f64::from(loss);
+        header.step += 1;
+        let step = header.step as usize;
+        on_step(step, loss);
+        let round_done = step.is_multiple_of(config.round_steps.max(1)) || step == config.max_steps;
+        if round_done {
+            let since_round = (step - 1) % config.round_steps.max(1) + 1;
+            header.round_losses.push(header.loss_sum / since_round as f64);
+            header.loss_sum = 0.0;
+            if config.early_stopping {
+                let m = evaluate(&*model.scorer(), split, Target::Validation, Some(&validation_users));
+                header.rounds.push((header.step, metrics_of(&m), m.users));
+                if header.best_score.is_none_or(|b| m.ensemble() >= b) {
+                    header.best_score = Some(m.ensemble());
+                    header.best_step = header.step;
+                    best = snapshot(model);
+                    header.since_best = 0;
+                } else {
+                    header.since_best += 1;
+                    if header.since_best >= config.patience as u64 {
+                        header.finished = true;
+                    }
+                }
             }
         }
+        if header.step as usize >= config.max_steps {
+            header.finished = true;
+        }
+        let due = round_done
+            || header.finished
+            || checkpoint.is_some_and(|c| {
+                last_save.elapsed() >= c.every || c.every_steps.is_some_and(|n| header.step.is_multiple_of(n.max(1)))
+            });
+        if due && checkpoint.is_some() {
+            if header.finished && config.early_stopping && !best.is_empty() {
+                // The final model is the best state: store it as the parameters.
+                restore(model, &best);
+            }
+            save(&*model, &adam, &best, &header)?;
+            last_save = std::time::Instant::now();
+        }
     }
-    model.ego = best.2;
-    TrainReport { steps: step, best_step: best.1, rounds, last_loss }
+    if config.early_stopping && !best.is_empty() {
+        restore(model, &best);
+    }
+    let rounds = header.rounds.iter().map(|&(s, m, users)| (s as usize, metrics_from(m, users))).collect();
+    Ok(TrainReport {
+        steps: header.step as usize,
+        best_step: if config.early_stopping { header.best_step as usize } else { header.step as usize },
+        rounds,
+        last_loss: header.round_losses.last().copied().unwrap_or(0.0) as f32,
+        resumed_from,
+    })
 }
 
 /// Equal widths under `limit` (the ES baseline): every entity gets `limit / n`, capped at

@@ -1,0 +1,114 @@
+//! One interface over every backbone, so that training, fine-tuning, checkpoints and evaluation
+//! are written once.
+//!
+//! A [`Backbone`] owns its parameters as a list of flat `f32` tensors (the order is its own and
+//! fixed), its graph and its reusable buffers. One call, [`Backbone::step`], computes the BPR
+//! loss of a batch and its exact gradient and applies one Adam update per tensor; the training
+//! loop ([`crate::train`]) never looks inside.
+//!
+//! Key types: [`Backbone`], [`LightGcnBackbone`] (LightGCN and MF, the 0-layer case).
+//!
+//! ```
+//! use bet_train::backbone::{Backbone, LightGcnBackbone};
+//! use bet_train::lightgcn::Placement;
+//! # let data = bet_train::data::Dataset::from_pairs("tiny", 3, 4, &[(0, 0), (0, 1), (1, 1), (1, 2), (2, 3), (2, 0)]);
+//! # let split = bet_train::split::Split::new(&data, bet_train::split::Protocol::Given, 1).unwrap();
+//! let model = LightGcnBackbone::new(&split, 8, 3, Placement::Output, vec![4; 7], 1);
+//! assert_eq!(model.tensor_shapes(), vec![7 * 8]); // one ego table, (users + items) × d
+//! ```
+
+use crate::eval::{DenseScorer, Scorer};
+use crate::graph::Adjacency;
+use crate::lightgcn::{LightGcn, Placement, Workspace};
+use crate::split::Split;
+use crate::train::{Adam, normal_init};
+
+/// A trainable recommender.
+pub trait Backbone: Send + Sync {
+    /// Its parameter tensors, in a fixed order.
+    fn tensors(&self) -> Vec<&[f32]>;
+    /// The same, mutable (restoring a checkpoint or a best state).
+    fn tensors_mut(&mut self) -> Vec<&mut [f32]>;
+    /// Lengths of the tensors.
+    fn tensor_shapes(&self) -> Vec<usize> {
+        self.tensors().iter().map(|t| t.len()).collect()
+    }
+    /// The regularisation weight of this backbone in the reference.
+    fn default_reg(&self) -> f32;
+    /// BPR loss of `batch` (user, positive item, negative item), its gradient, and one Adam
+    /// update per tensor at learning rate `lr`. Returns the loss before the update.
+    fn step(&mut self, batch: &[(u32, u32, u32)], reg: f32, adam: &mut [Adam], lr: f32) -> f32;
+    /// A scorer over all items for evaluation (final vectors or the NCF function).
+    fn scorer(&self) -> Box<dyn Scorer + '_>;
+    /// Width of every entity, users then items.
+    fn widths(&self) -> &[u32];
+    /// Replaces the widths (fine-tuning a pretrained full-width model to an action's widths).
+    fn set_widths(&mut self, widths: Vec<u32>);
+}
+
+/// LightGCN (or MF with 0 layers) with its graph and buffers.
+pub struct LightGcnBackbone {
+    /// The model.
+    pub model: LightGcn<f32>,
+    adj: Adjacency,
+    workspace: Workspace<f32>,
+}
+
+impl LightGcnBackbone {
+    /// A fresh model: N(0, 0.01²) ego table (the reference's init), widths users then items.
+    pub fn new(split: &Split, d: usize, layers: usize, placement: Placement, widths: Vec<u32>, seed: u64) -> Self {
+        let n = split.n_users + split.n_items;
+        let model = LightGcn {
+            n_users: split.n_users,
+            n_items: split.n_items,
+            d,
+            layers,
+            placement,
+            widths,
+            ego: normal_init(n * d, 0.01, seed),
+        };
+        LightGcnBackbone { model, adj: Adjacency::lightgcn(split), workspace: Workspace::default() }
+    }
+
+    /// The final vectors as a dense scorer (owned).
+    pub fn dense_scorer(&self) -> DenseScorer {
+        let f = self.model.forward(&self.adj);
+        let (d, nu, ni) = (self.model.d, self.model.n_users, self.model.n_items);
+        let users = ndarray::Array2::from_shape_vec((nu, d), f.output[..nu * d].to_vec())
+            .unwrap_or_else(|_| ndarray::Array2::zeros((nu, d)));
+        let items = ndarray::Array2::from_shape_vec((ni, d), f.output[nu * d..].to_vec())
+            .unwrap_or_else(|_| ndarray::Array2::zeros((ni, d)));
+        DenseScorer { users, items }
+    }
+
+    /// The graph.
+    pub fn adjacency(&self) -> &Adjacency {
+        &self.adj
+    }
+}
+
+impl Backbone for LightGcnBackbone {
+    fn tensors(&self) -> Vec<&[f32]> {
+        vec![&self.model.ego]
+    }
+    fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
+        vec![&mut self.model.ego]
+    }
+    fn default_reg(&self) -> f32 {
+        1e-4
+    }
+    fn step(&mut self, batch: &[(u32, u32, u32)], reg: f32, adam: &mut [Adam], lr: f32) -> f32 {
+        let loss = self.model.loss_and_grad_into(&self.adj, batch, reg, &mut self.workspace);
+        adam[0].step(&mut self.model.ego, &self.workspace.grad, lr);
+        loss
+    }
+    fn scorer(&self) -> Box<dyn Scorer + '_> {
+        Box::new(self.dense_scorer())
+    }
+    fn widths(&self) -> &[u32] {
+        &self.model.widths
+    }
+    fn set_widths(&mut self, widths: Vec<u32>) {
+        self.model.widths = widths;
+    }
+}
