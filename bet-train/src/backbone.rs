@@ -112,3 +112,42 @@ impl Backbone for LightGcnBackbone {
         self.model.widths = widths;
     }
 }
+
+/// The backbones by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackboneKind {
+    /// Matrix factorisation (LightGCN with 0 layers).
+    Mf,
+    /// LightGCN, 3 layers.
+    LightGcn,
+}
+
+impl BackboneKind {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackboneKind::Mf => "mf",
+            BackboneKind::LightGcn => "lightgcn",
+        }
+    }
+
+    /// Whether the width mask has a placement (the propagating models).
+    pub fn has_placement(self) -> bool {
+        matches!(self, BackboneKind::LightGcn)
+    }
+
+    /// A fresh model of this kind over `split` with `widths` (users then items).
+    pub fn build(
+        self,
+        split: &Split,
+        d: usize,
+        placement: Placement,
+        widths: Vec<u32>,
+        seed: u64,
+    ) -> crate::Result<Box<dyn Backbone>> {
+        Ok(match self {
+            BackboneKind::Mf => Box::new(LightGcnBackbone::new(split, d, 0, Placement::Input, widths, seed)),
+            BackboneKind::LightGcn => Box::new(LightGcnBackbone::new(split, d, 3, placement, widths, seed)),
+        })
+    }
+}

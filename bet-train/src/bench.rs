@@ -344,3 +344,114 @@ pub fn run_eval(data_dir: &Path, repeats: usize) -> crate::Result<serde_json::Va
         "median_seconds": med,
     }))
 }
+
+/// `bet bench train`: the time of one BPR step (sampling excluded) of a full-width backbone on a
+/// dataset's paper split, the time of one epoch, and for LightGCN the step's distance from its
+/// memory floor (the bytes its sparse products gather over the measured read bandwidth).
+pub fn run_train(
+    data_dir: &Path,
+    kind: crate::backbone::BackboneKind,
+    steps: usize,
+    epoch: bool,
+) -> crate::Result<serde_json::Value> {
+    use crate::train::{Adam, Sampler, Schedule, epoch_steps};
+    let data = crate::data::load(data_dir)?;
+    let split = crate::split::Split::new(&data, crate::split::Protocol::Paper, 1)?;
+    let n = split.n_users + split.n_items;
+    let d = 128;
+    let mut model = kind.build(&split, d, crate::lightgcn::Placement::Output, vec![128; n], 1)?;
+    let mut adam: Vec<Adam> = model.tensor_shapes().iter().map(|&len| Adam::new(len)).collect();
+    let sampler = Sampler::new(&split, 1);
+    let reg = model.default_reg();
+    let mut times = vec![];
+    for step in 0..steps.max(1) + 1 {
+        let batch = sampler.batch(&split, 10_000, step as u64);
+        let (t, loss) = time(|| model.step(&batch, reg, &mut adam, Schedule::TRAIN.rate(step)));
+        black_box(loss);
+        if step > 0 {
+            times.push(t); // the first step allocates the buffers
+        }
+    }
+    let med = median(times.clone());
+    let threads = rayon::current_num_threads();
+    println!(
+        "{} step on {} ({} users, {} items, {} training pairs, batch 10,000, d 128): median {:.1} ms, min {:.1} ms \
+         over {} steps, {threads} threads",
+        kind.name(),
+        data.name,
+        split.n_users,
+        split.n_items,
+        split.train.len(),
+        med * 1e3,
+        times.iter().cloned().fold(f64::INFINITY, f64::min) * 1e3,
+        times.len()
+    );
+    let mut out = json!({
+        "schema": "bet-bench-train/1",
+        "model": kind.name(),
+        "dataset": data.name,
+        "threads": threads,
+        "step_seconds": times,
+        "median_step_seconds": med,
+    });
+    if kind == crate::backbone::BackboneKind::LightGcn {
+        // Six sparse products (3 forward, 3 backward) each gather one d-wide f32 row per
+        // non-zero; the first backward product skips zero rows, so this is an upper bound.
+        let nnz = 2 * split.train.len();
+        let gathered = 6.0 * nnz as f64 * d as f64 * 4.0;
+        let adam_bytes = (n * d) as f64 * 4.0 * 7.0; // read p, g, m, v; write p, m, v
+        let bandwidth = read_bandwidth_threads();
+        let floor = (gathered + adam_bytes) / bandwidth;
+        println!(
+            "floor: {:.0} MB gathered by the products + {:.0} MB of Adam traffic at {:.1} GB/s measured read \
+             bandwidth ({threads} threads) = {:.1} ms; the step is {:.1}x its floor",
+            gathered / 1e6,
+            adam_bytes / 1e6,
+            bandwidth / 1e9,
+            floor * 1e3,
+            med / floor
+        );
+        out["floor_seconds"] = json!(floor);
+        out["bandwidth_bytes_per_second"] = json!(bandwidth);
+    }
+    if epoch {
+        let steps = epoch_steps(&split, 10_000);
+        let (t, _) = time(|| {
+            for step in 0..steps {
+                let batch = sampler.batch(&split, 10_000, step as u64);
+                black_box(model.step(&batch, reg, &mut adam, Schedule::TRAIN.rate(step)));
+            }
+        });
+        println!("one epoch ({steps} steps, sampling included): {t:.2} s");
+        out["epoch_seconds"] = json!(t);
+        out["epoch_steps"] = json!(steps);
+    }
+    Ok(out)
+}
+
+/// Read bandwidth with every worker thread of the pool: each sums its own part of a 1 GiB
+/// buffer; best of 5.
+pub fn read_bandwidth_threads() -> f64 {
+    use rayon::prelude::*;
+    let words = 128 << 20; // 1 GiB of u64
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let (t, s) = time(|| {
+            buf.par_chunks(1 << 20)
+                .map(|part| {
+                    let mut acc = [0u64; 8];
+                    for c in part.chunks_exact(8) {
+                        for (a, x) in acc.iter_mut().zip(c) {
+                            *a = a.wrapping_add(*x);
+                        }
+                    }
+                    acc.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+                })
+                .reduce(|| 0, u64::wrapping_add)
+        });
+        black_box(s);
+        best = best.min(t);
+    }
+    (words * 8) as f64 / best
+}

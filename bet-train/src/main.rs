@@ -126,6 +126,27 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// One BPR training step (and optionally one epoch) of a full-width backbone.
+    Train {
+        /// Dataset directory (LightGCN format).
+        #[arg(long, default_value = "../shared/data/gowalla")]
+        data: PathBuf,
+        /// Backbone.
+        #[arg(long, value_enum, default_value = "lightgcn")]
+        model: ModelArg,
+        /// Timed steps (after one untimed warm-up step).
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Also time one epoch.
+        #[arg(long)]
+        epoch: bool,
+        /// Worker threads.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Write the JSON result (schema bet-bench-train/1) here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Full-ranking evaluation of every Gowalla user with 128-wide vectors.
     Eval {
         /// Gowalla directory.
@@ -219,6 +240,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench { which: BenchCommand::Train { data, model, steps, epoch, threads, json } } => {
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+            let v = pool.install(|| bet_train::bench::run_train(&data, backbone_kind(model), steps, epoch))?;
+            if let Some(path) = json {
+                bet_format::write_atomic(&path, serde_json::to_string_pretty(&v)?.as_bytes())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { which: BenchCommand::Eval { data, repeats } } => {
             bet_train::bench::run_eval(&data, repeats)?;
             Ok(ExitCode::SUCCESS)
@@ -300,6 +330,14 @@ struct TrainArgs {
     /// instead of training to convergence; usually with --init.
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
+}
+
+fn backbone_kind(m: ModelArg) -> bet_train::backbone::BackboneKind {
+    use bet_train::backbone::BackboneKind;
+    match m {
+        ModelArg::Mf => BackboneKind::Mf,
+        ModelArg::Lightgcn => BackboneKind::LightGcn,
+    }
 }
 
 fn protocol_of(p: ProtocolArg) -> bet_train::split::Protocol {
