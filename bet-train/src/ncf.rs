@@ -45,6 +45,10 @@ const W1: usize = 4;
 const B1: usize = 5;
 const W_OUT: usize = 6;
 const B_OUT: usize = 7;
+/// Users per task of the all-items scorer.
+const USER_TILE: usize = 8;
+/// Items per cache tile of the all-items scorer.
+const ITEM_TILE: usize = 256;
 
 /// An NCF model over `U` users and `V` items.
 #[derive(Clone, Debug)]
@@ -94,6 +98,20 @@ fn relu_dot<T: Float>(a: &[T], b: &[T], w: &[T]) -> T {
     for j in whole..n {
         tail = tail + w[j] * relu(a[j] + b[j]);
     }
+    acc.iter().fold(T::zero(), |s, &v| s + v) + tail
+}
+
+/// `Σ_j a[j] · b[j]` with eight independent partial sums (vectorisable).
+fn dot8<T: Float>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let n = a.len().min(b.len());
+    let whole = n / 8 * 8;
+    for (ca, cb) in a[..whole].chunks_exact(8).zip(b[..whole].chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] = acc[l] + ca[l] * cb[l];
+        }
+    }
+    let tail = a[whole..n].iter().zip(&b[whole..n]).fold(T::zero(), |s, (&x, &y)| s + x * y);
     acc.iter().fold(T::zero(), |s, &v| s + v) + tail
 }
 
@@ -328,16 +346,27 @@ impl<T: Real> Ncf<T> {
         let (wh, wg) = self.tensors[W_OUT].split_at(d);
         let b_out = self.tensors[B_OUT][0];
         let item_gmf = &self.tensors[ITEM_GMF];
-        out.par_chunks_mut(ni).zip(users.par_iter()).for_each(|(row, &u)| {
-            let u = u as usize;
-            let wu = self.user_width(u);
-            let pu = &projections.users[u * d..(u + 1) * d];
-            // wg ⊙ ug, zero past the user's width.
-            let wgug: Vec<T> = self.row(USER_GMF, u, wu).iter().zip(wg).map(|(&x, &w)| w * x).collect();
-            for (i, o) in row.iter_mut().enumerate() {
-                let m = wu.min(self.item_width(i));
-                let pi = &projections.items[i * d..(i + 1) * d];
-                *o = (relu_dot(pu, pi, wh) + dot(&wgug[..m], &item_gmf[i * d..i * d + m])) + b_out;
+        // Tiles of users × items, so that an item tile's projections and GMF rows are read from
+        // cache by every user of the tile instead of from memory once per user.
+        out.par_chunks_mut(ni * USER_TILE).zip(users.par_chunks(USER_TILE)).for_each(|(rows, tile)| {
+            // Per user: width, projection, and wg ⊙ ug (cut at the user's width).
+            let prep: Vec<(usize, &[T], Vec<T>)> = tile
+                .iter()
+                .map(|&u| {
+                    let (u, wu) = (u as usize, self.user_width(u as usize));
+                    let wgug = self.row(USER_GMF, u, wu).iter().zip(wg).map(|(&x, &w)| w * x).collect();
+                    (wu, &projections.users[u * d..(u + 1) * d], wgug)
+                })
+                .collect();
+            for start in (0..ni).step_by(ITEM_TILE) {
+                let end = (start + ITEM_TILE).min(ni);
+                for (row, (wu, pu, wgug)) in rows.chunks_mut(ni).zip(&prep) {
+                    for (o, i) in row[start..end].iter_mut().zip(start..end) {
+                        let m = (*wu).min(self.item_width(i));
+                        let pi = &projections.items[i * d..(i + 1) * d];
+                        *o = (relu_dot(pu, pi, wh) + dot8(&wgug[..m], &item_gmf[i * d..i * d + m])) + b_out;
+                    }
+                }
             }
         });
     }
@@ -484,12 +513,12 @@ mod tests {
 
     #[test]
     fn fast_scorer_agrees_with_the_pair_score() {
-        let (nu, ni, d) = (7, 37, 20);
+        let (nu, ni, d) = (11, 300, 20); // more than one tile of users and of items
         let widths: Vec<u32> = (0..nu + ni).map(|r| ((r * 7) % d + 1) as u32).collect();
         let mut m = Ncf::<f32>::new(nu, ni, d, widths, 3);
         m.tensors[B1] = (0..d).map(|j| 0.05 * (j as f32 - 10.0)).collect();
         m.tensors[B_OUT][0] = -0.2;
-        let users = [6u32, 0, 3, 3];
+        let users = [6u32, 0, 3, 3, 10, 1, 2, 7, 8, 9];
         let mut out = vec![0.0f32; users.len() * ni];
         m.score_users(&users, &mut out);
         let mut via_scorer = vec![0.0f32; users.len() * ni];
