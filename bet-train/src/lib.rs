@@ -16,6 +16,8 @@ mod error;
 pub mod eval;
 pub mod graph;
 pub mod lightgcn;
+pub mod ncf;
+pub mod ngcf;
 pub mod report;
 pub mod split;
 pub mod synthetic;
