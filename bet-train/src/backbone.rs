@@ -20,6 +20,8 @@
 use crate::eval::{DenseScorer, Scorer};
 use crate::graph::Adjacency;
 use crate::lightgcn::{LightGcn, Placement, Workspace};
+use crate::ncf::{NCF_REG, Ncf};
+use crate::ngcf::{NGCF_REG, Ngcf, NgcfAdjacency};
 use crate::split::Split;
 use crate::train::{Adam, normal_init};
 
@@ -113,6 +115,77 @@ impl Backbone for LightGcnBackbone {
     }
 }
 
+fn adam_all(tensors: &mut [Vec<f32>], grads: &[Vec<f32>], adam: &mut [Adam], lr: f32) {
+    for ((t, g), a) in tensors.iter_mut().zip(grads).zip(adam) {
+        a.step(t, g, lr);
+    }
+}
+
+/// NGCF with its row-normalised graph.
+pub struct NgcfBackbone {
+    /// The model.
+    pub model: Ngcf<f32>,
+    adj: NgcfAdjacency,
+}
+
+impl Backbone for NgcfBackbone {
+    fn tensors(&self) -> Vec<&[f32]> {
+        self.model.tensors.iter().map(|t| t.as_slice()).collect()
+    }
+    fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
+        self.model.tensors.iter_mut().map(|t| t.as_mut_slice()).collect()
+    }
+    fn default_reg(&self) -> f32 {
+        NGCF_REG
+    }
+    fn step(&mut self, batch: &[(u32, u32, u32)], reg: f32, adam: &mut [Adam], lr: f32) -> f32 {
+        let (loss, grads) = self.model.loss_and_grad(&self.adj, batch, reg);
+        adam_all(&mut self.model.tensors, &grads, adam, lr);
+        loss
+    }
+    fn scorer(&self) -> Box<dyn Scorer + '_> {
+        Box::new(self.model.scorer(&self.adj))
+    }
+    fn widths(&self) -> &[u32] {
+        &self.model.widths
+    }
+    fn set_widths(&mut self, widths: Vec<u32>) {
+        self.model.widths = widths;
+    }
+}
+
+/// NCF (NeuMF) with the score function of `docs/format.md` §7.3.
+pub struct NcfBackbone {
+    /// The model.
+    pub model: Ncf<f32>,
+}
+
+impl Backbone for NcfBackbone {
+    fn tensors(&self) -> Vec<&[f32]> {
+        self.model.tensors.iter().map(|t| t.as_slice()).collect()
+    }
+    fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
+        self.model.tensors.iter_mut().map(|t| t.as_mut_slice()).collect()
+    }
+    fn default_reg(&self) -> f32 {
+        NCF_REG
+    }
+    fn step(&mut self, batch: &[(u32, u32, u32)], reg: f32, adam: &mut [Adam], lr: f32) -> f32 {
+        let (loss, grads) = self.model.loss_and_grad(batch, reg);
+        adam_all(&mut self.model.tensors, &grads, adam, lr);
+        loss
+    }
+    fn scorer(&self) -> Box<dyn Scorer + '_> {
+        Box::new(self.model.scorer())
+    }
+    fn widths(&self) -> &[u32] {
+        &self.model.widths
+    }
+    fn set_widths(&mut self, widths: Vec<u32>) {
+        self.model.widths = widths;
+    }
+}
+
 /// The backbones by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackboneKind {
@@ -120,6 +193,10 @@ pub enum BackboneKind {
     Mf,
     /// LightGCN, 3 layers.
     LightGcn,
+    /// NGCF, 3 layers; final vectors 4·d wide, layer-interleaved.
+    Ngcf,
+    /// NCF (NeuMF): GMF and MLP tables sharing each entity's width, one hidden layer.
+    Ncf,
 }
 
 impl BackboneKind {
@@ -128,12 +205,19 @@ impl BackboneKind {
         match self {
             BackboneKind::Mf => "mf",
             BackboneKind::LightGcn => "lightgcn",
+            BackboneKind::Ngcf => "ngcf",
+            BackboneKind::Ncf => "ncf",
         }
     }
 
     /// Whether the width mask has a placement (the propagating models).
     pub fn has_placement(self) -> bool {
-        matches!(self, BackboneKind::LightGcn)
+        matches!(self, BackboneKind::LightGcn | BackboneKind::Ngcf)
+    }
+
+    /// Embedding tables that count against the budget per entity width (NCF has two).
+    pub fn tables(self) -> u32 {
+        if self == BackboneKind::Ncf { 2 } else { 1 }
     }
 
     /// A fresh model of this kind over `split` with `widths` (users then items).
@@ -148,6 +232,13 @@ impl BackboneKind {
         Ok(match self {
             BackboneKind::Mf => Box::new(LightGcnBackbone::new(split, d, 0, Placement::Input, widths, seed)),
             BackboneKind::LightGcn => Box::new(LightGcnBackbone::new(split, d, 3, placement, widths, seed)),
+            BackboneKind::Ngcf => Box::new(NgcfBackbone {
+                model: Ngcf::new(split.n_users, split.n_items, d, widths, seed, placement),
+                adj: NgcfAdjacency::from_split(split),
+            }),
+            BackboneKind::Ncf => {
+                Box::new(NcfBackbone { model: Ncf::new(split.n_users, split.n_items, d, widths, seed) })
+            }
         })
     }
 }

@@ -396,9 +396,20 @@ pub fn run_train(
     });
     if kind == crate::backbone::BackboneKind::LightGcn {
         // Six sparse products (3 forward, 3 backward) each gather one d-wide f32 row per
-        // non-zero; the first backward product skips zero rows, so this is an upper bound.
+        // non-zero they visit: the last forward layer visits only the batch's rows, the first
+        // backward product only sources in the batch (the same count, Â being symmetric).
         let nnz = 2 * split.train.len();
-        let gathered = 6.0 * nnz as f64 * d as f64 * 4.0;
+        let (user_freq, item_freq) = (split.user_frequency(), split.item_frequency());
+        let batch = sampler.batch(&split, 10_000, 0);
+        let mut in_batch = vec![false; n];
+        for &(u, p, q) in &batch {
+            for r in [u as usize, split.n_users + p as usize, split.n_users + q as usize] {
+                in_batch[r] = true;
+            }
+        }
+        let degree = |r: usize| if r < split.n_users { user_freq[r] } else { item_freq[r - split.n_users] } as usize;
+        let batch_nnz: usize = (0..n).filter(|&r| in_batch[r]).map(degree).sum();
+        let gathered = (4 * nnz + 2 * batch_nnz) as f64 * d as f64 * 4.0;
         let adam_bytes = (n * d) as f64 * 4.0 * 7.0; // read p, g, m, v; write p, m, v
         let bandwidth = read_bandwidth_threads();
         let floor = (gathered + adam_bytes) / bandwidth;

@@ -10,6 +10,7 @@
 //! the reference. Generic over the float type so that the gradient check runs in `f64`.
 
 use num_traits::Float;
+use rayon::prelude::*;
 
 use crate::graph::Adjacency;
 
@@ -71,6 +72,9 @@ pub struct Workspace<T> {
     seed: Vec<T>,
     touched: Vec<bool>,
     touched_rows: Vec<usize>,
+    coef: Vec<T>,
+    row_start: Vec<u32>,
+    entries: Vec<(u32, u8)>,
 }
 
 impl<T> Default for Workspace<T> {
@@ -83,9 +87,17 @@ impl<T> Default for Workspace<T> {
             seed: Vec::new(),
             touched: Vec::new(),
             touched_rows: Vec::new(),
+            coef: Vec::new(),
+            row_start: Vec::new(),
+            entries: Vec::new(),
         }
     }
 }
+
+/// Triples per parallel task of the loss.
+const LOSS_CHUNK: usize = 512;
+/// Rows per parallel task of the row-wise passes.
+const ROWS_PER_TASK: usize = 256;
 
 fn resize<T: Float>(v: &mut Vec<T>, n: usize) {
     if v.len() != n {
@@ -137,8 +149,21 @@ impl<T: Float + Send + Sync> LightGcn<T> {
 
     /// The forward pass into `ws.output`, reusing the workspace's buffers.
     pub fn forward_into(&self, adj: &Adjacency, ws: &mut Workspace<T>) {
-        let (n, d) = (self.nodes(), self.d);
         let Workspace { output, x, next, .. } = ws;
+        self.forward_rows(adj, output, x, next, None);
+    }
+
+    /// The forward pass; with `needed`, the last layer is computed for those rows only (the
+    /// other rows of `output` are then incomplete: a training step reads only batch rows).
+    fn forward_rows(
+        &self,
+        adj: &Adjacency,
+        output: &mut Vec<T>,
+        x: &mut Vec<T>,
+        next: &mut Vec<T>,
+        needed: Option<&[bool]>,
+    ) {
+        let (n, d) = (self.nodes(), self.d);
         resize(output, n * d);
         output.copy_from_slice(&self.ego);
         if self.placement.masks_input() {
@@ -147,10 +172,20 @@ impl<T: Float + Send + Sync> LightGcn<T> {
         if self.layers > 0 {
             resize(x, n * d);
             resize(next, n * d);
-            // Layer 1 reads the (masked) ego rows, which `output` holds before the sums start.
-            x.copy_from_slice(output);
-            for _ in 0..self.layers {
-                adj.spmm_accumulate(x, d, next, output);
+            for layer in 0..self.layers {
+                // Layer 1 reads the ego rows: the table itself when unmasked, else a masked copy.
+                let src: &[T] = if layer > 0 {
+                    x
+                } else if self.placement.masks_input() {
+                    x.copy_from_slice(output);
+                    x
+                } else {
+                    &self.ego
+                };
+                match needed {
+                    Some(rows) if layer + 1 == self.layers => adj.spmm_accumulate_rows(src, d, next, output, rows),
+                    _ => adj.spmm_accumulate(src, d, next, output),
+                }
                 std::mem::swap(x, next);
             }
         }
@@ -181,9 +216,7 @@ impl<T: Float + Send + Sync> LightGcn<T> {
     /// [`LightGcn::loss_and_grad`] with reused buffers: the gradient is left in `ws.grad`.
     pub fn loss_and_grad_into(&self, adj: &Adjacency, batch: &[(u32, u32, u32)], reg: T, ws: &mut Workspace<T>) -> T {
         let (n, d) = (self.nodes(), self.d);
-        self.forward_into(adj, ws);
         let b = T::from(batch.len()).unwrap_or(T::one());
-        let mut loss = T::zero();
         // The seed of the backward pass (d loss / d final vectors) is non-zero only on the
         // batch's rows: zero the rows the last step touched instead of the whole table.
         resize(&mut ws.seed, n * d);
@@ -197,47 +230,111 @@ impl<T: Float + Send + Sync> LightGcn<T> {
             ws.touched[r] = false;
         }
         ws.touched_rows.clear();
-        // The regularised part of an ego row: its first `width` values when the input is masked
-        // (the rest are zero), the whole row otherwise. A borrowed slice: no allocation per row.
-        let ego_row = |r: usize| -> &[T] {
-            let row = &self.ego[r * d..(r + 1) * d];
-            if self.placement.masks_input() { &row[..(self.widths[r] as usize).min(d)] } else { row }
-        };
-        let mut reg_sum = T::zero();
-        let out = &ws.output;
-        for &(u, p, q) in batch {
-            let (u, p, q) = (u as usize, self.n_users + p as usize, self.n_users + q as usize);
-            let fu = &out[u * d..(u + 1) * d];
-            let fp = &out[p * d..(p + 1) * d];
-            let fq = &out[q * d..(q + 1) * d];
-            let x = dot(fu, fq) - dot(fu, fp);
-            loss = loss + softplus(x);
-            // d softplus(x) / dx = sigmoid(x); x = s_neg - s_pos.
-            let g = sigmoid(x) / b;
-            for k in 0..d {
-                ws.seed[u * d + k] = ws.seed[u * d + k] + g * (fq[k] - fp[k]);
-                ws.seed[p * d + k] = ws.seed[p * d + k] - g * fu[k];
-                ws.seed[q * d + k] = ws.seed[q * d + k] + g * fu[k];
-            }
+        let node = |t: &(u32, u32, u32)| (t.0 as usize, self.n_users + t.1 as usize, self.n_users + t.2 as usize);
+        // Group the batch's contributions by the row they go to (a counting sort), so rows are
+        // filled in parallel, each summing its contributions in batch order: the same
+        // operations in the same order as one loop over the batch.
+        ws.row_start.clear();
+        ws.row_start.resize(n + 1, 0);
+        for t in batch {
+            let (u, p, q) = node(t);
             for r in [u, p, q] {
-                let row = ego_row(r);
-                reg_sum = reg_sum + dot(row, row);
-                if !ws.touched[r] {
-                    ws.touched[r] = true;
-                    ws.touched_rows.push(r);
+                ws.row_start[r + 1] += 1;
+            }
+        }
+        for r in 0..n {
+            ws.row_start[r + 1] += ws.row_start[r];
+            if ws.row_start[r + 1] > ws.row_start[r] {
+                ws.touched[r] = true;
+                ws.touched_rows.push(r);
+            }
+        }
+        ws.entries.clear();
+        ws.entries.resize(3 * batch.len(), (0, 0));
+        {
+            let mut fill: Vec<u32> = ws.row_start[..n].to_vec();
+            for (t, tr) in batch.iter().enumerate() {
+                let (u, p, q) = node(tr);
+                for (role, r) in [u, p, q].into_iter().enumerate() {
+                    ws.entries[fill[r] as usize] = (t as u32, role as u8);
+                    fill[r] += 1;
                 }
             }
         }
-        loss = loss / b + reg * reg_sum / b;
-
-        // Backward through the output mask and the mean (only touched rows are non-zero).
+        {
+            let Workspace { output, x, next, touched, .. } = &mut *ws;
+            self.forward_rows(adj, output, x, next, Some(touched));
+        }
+        // The regularised part of an ego row: its first `width` values when the input is masked
+        // (the rest are zero), the whole row otherwise. A borrowed slice: no allocation per row.
+        let masks_input = self.placement.masks_input();
+        let ego_row = |r: usize| -> &[T] {
+            let row = &self.ego[r * d..(r + 1) * d];
+            if masks_input { &row[..(self.widths[r] as usize).min(d)] } else { row }
+        };
+        let out = &ws.output;
+        // Per triple, in parallel: the BPR coefficient g = sigmoid(s_neg - s_pos) / B; loss and
+        // regularisation summed per fixed chunk, chunks added in order (thread-independent).
+        let parts: Vec<(Vec<T>, T, T)> = batch
+            .par_chunks(LOSS_CHUNK)
+            .map(|chunk| {
+                let (mut loss, mut reg_sum) = (T::zero(), T::zero());
+                let g = chunk
+                    .iter()
+                    .map(|t| {
+                        let (u, p, q) = node(t);
+                        let fu = &out[u * d..(u + 1) * d];
+                        let x = dot(fu, &out[q * d..(q + 1) * d]) - dot(fu, &out[p * d..(p + 1) * d]);
+                        loss = loss + softplus(x);
+                        for r in [u, p, q] {
+                            let row = ego_row(r);
+                            reg_sum = reg_sum + dot(row, row);
+                        }
+                        // d softplus(x) / dx = sigmoid(x); x = s_neg - s_pos.
+                        sigmoid(x) / b
+                    })
+                    .collect();
+                (g, loss, reg_sum)
+            })
+            .collect();
+        let (mut loss, mut reg_sum) = (T::zero(), T::zero());
+        ws.coef.clear();
+        for (g, l, r) in parts {
+            ws.coef.extend(g);
+            loss = loss + l;
+            reg_sum = reg_sum + r;
+        }
+        let loss = loss / b + reg * reg_sum / b;
+        // Then, per row: the seed, and backward through the output mask and the mean.
         let scale = T::one() / T::from(self.layers + 1).unwrap_or(T::one());
-        for &r in &ws.touched_rows {
-            let row = &mut ws.seed[r * d..(r + 1) * d];
-            let keep = if self.placement.masks_output() { self.widths[r] as usize } else { d };
-            for (k, v) in row.iter_mut().enumerate() {
-                *v = if k < keep { *v * scale } else { T::zero() };
-            }
+        let masks_output = self.placement.masks_output();
+        {
+            let Workspace { seed, row_start, entries, coef, output, .. } = &mut *ws;
+            let (row_start, entries, coef, out) = (&*row_start, &*entries, &*coef, &*output);
+            seed.par_chunks_mut(d * ROWS_PER_TASK).enumerate().for_each(|(blk, rows)| {
+                for (k, row) in rows.chunks_mut(d).enumerate() {
+                    let r = blk * ROWS_PER_TASK + k;
+                    let list = &entries[row_start[r] as usize..row_start[r + 1] as usize];
+                    if list.is_empty() {
+                        continue;
+                    }
+                    for &(t, role) in list {
+                        let (u, p, q) = node(&batch[t as usize]);
+                        let g = coef[t as usize];
+                        let (fu, fp, fq) =
+                            (&out[u * d..(u + 1) * d], &out[p * d..(p + 1) * d], &out[q * d..(q + 1) * d]);
+                        match role {
+                            0 => row.iter_mut().enumerate().for_each(|(j, v)| *v = *v + g * (fq[j] - fp[j])),
+                            1 => row.iter_mut().zip(fu).for_each(|(v, &f)| *v = *v - g * f),
+                            _ => row.iter_mut().zip(fu).for_each(|(v, &f)| *v = *v + g * f),
+                        }
+                    }
+                    let keep = if masks_output { self.widths[r] as usize } else { d };
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = if j < keep { *v * scale } else { T::zero() };
+                    }
+                }
+            });
         }
         // Through the layers (Â is symmetric): grad = s + Â(s + Â(s + Â s)), Horner's rule.
         resize(&mut ws.grad, n * d);
@@ -266,16 +363,20 @@ impl<T: Float + Send + Sync> LightGcn<T> {
         if self.placement.masks_input() {
             mask_rows(&mut ws.grad, d, &self.widths);
         }
-        // Regularisation: 2 · reg / B · e for every occurrence of a row in the batch.
+        // Regularisation: 2 · reg / B · e for every occurrence of a row in the batch (rows in
+        // parallel; a row's additions are all the same value, so their order is immaterial).
         let two_reg = (reg + reg) / b;
-        for &(u, p, q) in batch {
-            for r in [u as usize, self.n_users + p as usize, self.n_users + q as usize] {
-                let row = ego_row(r);
-                for (k, v) in row.iter().enumerate() {
-                    ws.grad[r * d + k] = ws.grad[r * d + k] + two_reg * *v;
+        let row_start = &ws.row_start;
+        ws.grad.par_chunks_mut(d * ROWS_PER_TASK).enumerate().for_each(|(blk, rows)| {
+            for (k, row) in rows.chunks_mut(d).enumerate() {
+                let r = blk * ROWS_PER_TASK + k;
+                for _ in row_start[r]..row_start[r + 1] {
+                    for (g, v) in row.iter_mut().zip(ego_row(r)) {
+                        *g = *g + two_reg * *v;
+                    }
                 }
             }
-        }
+        });
         loss
     }
 }
@@ -318,7 +419,20 @@ mod tests {
         let mut model = LightGcn { n_users: nu, n_items: ni, d, layers, placement, widths, ego };
         let batch = [(0u32, 1u32, 2u32), (3, 4, 0), (0, 5, 1), (4, 2, 3)];
         let reg = 0.03;
-        let (_, grad) = model.loss_and_grad(&adj, &batch, reg);
+        let (loss, grad) = model.loss_and_grad(&adj, &batch, reg);
+        // The step's loss (last layer computed for batch rows only) is the BPR loss of the full
+        // forward pass.
+        let f = model.forward(&adj);
+        let mut expect = 0.0;
+        for &(u, p, q) in &batch {
+            let x = model.score(&f, u as usize, q as usize) - model.score(&f, u as usize, p as usize);
+            expect += (1.0 + x.exp()).ln() / batch.len() as f64;
+            for r in [u as usize, nu + p as usize, nu + q as usize] {
+                let w = if placement == Placement::Output { d } else { model.widths[r] as usize };
+                expect += reg * model.ego[r * d..r * d + w].iter().map(|v| v * v).sum::<f64>() / batch.len() as f64;
+            }
+        }
+        assert!((loss - expect).abs() < 1e-12, "loss {loss} vs {expect}");
         let h = 1e-6;
         let mut worst: f64 = 0.0;
         for (k, &analytic) in grad.iter().enumerate() {
@@ -343,6 +457,42 @@ mod tests {
             check(3, placement);
         }
         check(0, Placement::Input); // MF
+    }
+
+    /// Several row blocks and loss chunks: the gradient is the same bits on 1 and 3 threads.
+    #[test]
+    fn gradient_does_not_depend_on_the_thread_count() {
+        let (nu, ni) = (700usize, 600usize);
+        let pairs: Vec<(u32, u32)> = (0..nu as u32)
+            .flat_map(|u| (0..6u32).map(move |k| (u, (u.wrapping_mul(2654435761).wrapping_add(k * 97)) % ni as u32)))
+            .collect();
+        let split = Split::new(&Dataset::from_pairs("t", nu, ni, &pairs), Protocol::Given, 1).unwrap();
+        let adj = Adjacency::lightgcn(&split);
+        let d = 128;
+        let widths: Vec<u32> = (0..nu + ni).map(|r| (r % d + 1) as u32).collect();
+        let ego: Vec<f32> = (0..(nu + ni) * d).map(|k| ((k * 7919 % 1009) as f32 / 1009.0 - 0.5) * 0.1).collect();
+        let sampler = crate::train::Sampler::new(&split, 5);
+        let batch = sampler.batch(&split, 2000, 0);
+        for placement in [Placement::Input, Placement::Output] {
+            let model = LightGcn {
+                n_users: nu,
+                n_items: ni,
+                d,
+                layers: 3,
+                placement,
+                widths: widths.clone(),
+                ego: ego.clone(),
+            };
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| model.loss_and_grad(&adj, &batch, 1e-4))
+            };
+            let (l1, g1) = run(1);
+            let (l3, g3) = run(3);
+            assert_eq!(l1.to_bits(), l3.to_bits());
+            assert!(g1.iter().zip(&g3).all(|(a, b)| a.to_bits() == b.to_bits()), "{placement:?}");
+            assert!(g1.iter().any(|&v| v != 0.0));
+        }
     }
 
     #[test]

@@ -23,6 +23,10 @@ enum ModelArg {
     Lightgcn,
     /// Matrix factorisation.
     Mf,
+    /// NGCF, 3 layers (final vectors 4 x d_max, layer-interleaved).
+    Ngcf,
+    /// NCF / NeuMF (GMF + one-hidden-layer MLP; both tables count against the budget).
+    Ncf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -337,6 +341,8 @@ fn backbone_kind(m: ModelArg) -> bet_train::backbone::BackboneKind {
     match m {
         ModelArg::Mf => BackboneKind::Mf,
         ModelArg::Lightgcn => BackboneKind::LightGcn,
+        ModelArg::Ngcf => BackboneKind::Ngcf,
+        ModelArg::Ncf => BackboneKind::Ncf,
     }
 }
 
@@ -349,7 +355,7 @@ fn protocol_of(p: ProtocolArg) -> bet_train::split::Protocol {
 }
 
 fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
-    use bet_train::backbone::{Backbone, LightGcnBackbone};
+    use bet_train::backbone::BackboneKind;
     use bet_train::checkpoint::{CheckpointHeader, CheckpointPlan, TrainState};
     use bet_train::eval::{Target, evaluate};
     use bet_train::lightgcn::Placement;
@@ -364,16 +370,30 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
     }
     let data = bet_train::data::load(&a.dataset)?;
     let split = bet_train::split::Split::new(&data, protocol_of(a.protocol), a.seed)?;
-    let limit = bet_train::budget::limit(keep, a.d_max, split.n_users, split.n_items, 1)?;
-    let widths = equal_widths(limit, &split.user_frequency(), &split.item_frequency(), a.d_max);
-    let (layers, placement) = match (a.model, a.placement) {
-        (ModelArg::Mf, _) => (0, Placement::Input),
-        (ModelArg::Lightgcn, PlacementArg::Input) => (3, Placement::Input),
-        (ModelArg::Lightgcn, PlacementArg::Output) => (3, Placement::Output),
-        (ModelArg::Lightgcn, PlacementArg::Both) => (3, Placement::Both),
+    let kind = backbone_kind(a.model);
+    let limit = bet_train::budget::limit(keep, a.d_max, split.n_users, split.n_items, kind.tables())?;
+    // NCF's two tables share each entity's width, so its widths split half the limit.
+    // Without --sparsity/--keep the model is unbudgeted: every width d_max (for NCF that is
+    // twice keep-1's limit, since its two tables both count).
+    let budgeted = a.sparsity.is_some() || a.keep.is_some();
+    let widths = if budgeted {
+        // NCF's two tables share each entity's width, so its widths split half the limit.
+        equal_widths(limit / u64::from(kind.tables()), &split.user_frequency(), &split.item_frequency(), a.d_max)
+    } else {
+        vec![a.d_max; split.n_users + split.n_items]
     };
-    let mut model: Box<dyn Backbone> =
-        Box::new(LightGcnBackbone::new(&split, a.d_max as usize, layers, placement, widths.clone(), a.seed));
+    let stored: u64 = widths.iter().map(|&w| u64::from(w)).sum::<u64>() * u64::from(kind.tables());
+    let placement = match (kind.has_placement(), a.placement) {
+        (false, _) => Placement::Input,
+        (true, PlacementArg::Input) => Placement::Input,
+        (true, PlacementArg::Output) => Placement::Output,
+        (true, PlacementArg::Both) => Placement::Both,
+    };
+    let layers = match kind {
+        BackboneKind::Mf | BackboneKind::Ncf => 0,
+        BackboneKind::LightGcn | BackboneKind::Ngcf => 3,
+    };
+    let mut model = kind.build(&split, a.d_max as usize, placement, widths.clone(), a.seed)?;
     let mut init_sha = String::from("none");
     if let Some(path) = &a.init {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -402,10 +422,10 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         },
     };
     let sha: String = data.sha256.iter().map(|b| format!("{b:02x}")).collect();
-    let model_name = if a.model == ModelArg::Mf { "mf" } else { "lightgcn" };
+    let model_name = kind.name();
     let description = format!(
         "bet-train/1 data {sha} protocol {} seed {} model {model_name} layers {layers} placement {placement:?} \
-         d_max {} keep {keep} widths equal init {init_sha} config {config:?}",
+         d_max {} keep {keep} budgeted {budgeted} init {init_sha} config {config:?}",
         protocol_of(a.protocol).name(),
         a.seed,
         a.d_max,
@@ -422,14 +442,18 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         }
     }
     eprintln!(
-        "{}: {} users, {} items; train {} / validation {} / test {}; keep {} -> limit {limit} (equal widths); {} threads",
+        "{}: {} users, {} items; train {} / validation {} / test {}; {}; {} threads",
         data.name,
         split.n_users,
         split.n_items,
         split.train.len(),
         split.validation.len(),
         split.test.len(),
-        keep,
+        if budgeted {
+            format!("keep {keep} -> limit {limit}, equal widths store {stored}")
+        } else {
+            format!("unbudgeted: every width {} ({stored} values)", a.d_max)
+        },
         threads
     );
     eprintln!("checkpoint: {}", plan.path.display());
@@ -491,7 +515,9 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
             "dataset": data.name, "sha256": data.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             "model": model_name, "resumed_from": report.resumed_from,
             "placement": format!("{placement:?}").to_lowercase(), "d_max": a.d_max,
-            "keep": keep.to_string(), "limit": limit, "widths": "equal",
+            "keep": if budgeted { serde_json::json!(keep.to_string()) } else { serde_json::Value::Null },
+            "limit": if budgeted { serde_json::json!(limit) } else { serde_json::Value::Null },
+            "stored_values": stored, "widths": if budgeted { "equal" } else { "full" },
             "protocol": protocol_of(a.protocol).name(), "seed": a.seed, "threads": threads,
             "steps": report.steps, "best_step": report.best_step,
             "rounds": report.rounds.iter().map(|(s, r)| serde_json::json!({"step": s, "validation": m(r)})).collect::<Vec<_>>(),
