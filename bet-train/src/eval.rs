@@ -15,6 +15,13 @@ use crate::split::{Split, UserItems};
 /// The ks reported everywhere.
 pub const KS: [usize; 3] = [5, 10, 20];
 const K_MAX: usize = 20;
+thread_local! {
+    /// The evaluation's score buffer of this thread.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Scores tested together against the threshold in the fast top-20 selection.
+const SKIP_BLOCK: usize = 32;
 
 /// Something that scores every item for a user.
 pub trait Scorer: Sync {
@@ -81,20 +88,29 @@ fn top(scores: &mut [f32], excluded: [&[u32]; 2]) -> Vec<u32> {
     }
     let mut best: Vec<(f32, u32)> = Vec::with_capacity(K_MAX + 1);
     let mut threshold = f32::NEG_INFINITY;
-    for (i, &s) in scores.iter().enumerate() {
-        // Only a strictly greater score can enter a full list; NaN never does. A NaN threshold
-        // (fewer than 20 numbers) is rare: exact path.
-        if best.len() == K_MAX && s.partial_cmp(&threshold) != Some(std::cmp::Ordering::Greater) {
-            if threshold.is_nan() {
-                return top_exact(scores, excluded);
-            }
+    // Blocks of SKIP_BLOCK scores: once the list is full, a block none of whose scores exceeds
+    // the threshold (a branch-free, vectorisable test; NaN counts as exceeding, so it takes the
+    // careful path) is skipped whole. Most blocks are, once the threshold has risen.
+    for (b, block) in scores.chunks(SKIP_BLOCK).enumerate() {
+        if best.len() == K_MAX && !threshold.is_nan() && !block.iter().fold(false, |hit, &s| hit | !(s <= threshold)) {
             continue;
         }
-        let at = best.partition_point(|&b| before(b, (s, i as u32)));
-        best.insert(at, (s, i as u32));
-        best.truncate(K_MAX);
-        if best.len() == K_MAX {
-            threshold = best[K_MAX - 1].0;
+        for (j, &s) in block.iter().enumerate() {
+            let i = b * SKIP_BLOCK + j;
+            // Only a strictly greater score can enter a full list; NaN never does. A NaN
+            // threshold (fewer than 20 numbers) is rare: exact path.
+            if best.len() == K_MAX && s.partial_cmp(&threshold) != Some(std::cmp::Ordering::Greater) {
+                if threshold.is_nan() {
+                    return top_exact(scores, excluded);
+                }
+                continue;
+            }
+            let at = best.partition_point(|&b| before(b, (s, i as u32)));
+            best.insert(at, (s, i as u32));
+            best.truncate(K_MAX);
+            if best.len() == K_MAX {
+                threshold = best[K_MAX - 1].0;
+            }
         }
     }
     let excluded_kept =
@@ -173,13 +189,15 @@ pub fn evaluate<S: Scorer + ?Sized>(scorer: &S, split: &Split, target: Target, u
     };
     let n_items = scorer.n_items();
     // Users per GEMM: large enough that packing the item table is paid rarely.
-    const CHUNK: usize = 256;
+    const CHUNK: usize = 1024;
     let per_chunk: Vec<([f64; 6], usize, usize)> = users
         .par_chunks(CHUNK)
-        // One scores buffer per worker, reused: a fresh 40 MB buffer per block costs page faults.
-        .map_init(Vec::new, |scores: &mut Vec<f32>, chunk| {
+        // One scores buffer per worker thread, kept across blocks and calls: a fresh 80 MB
+        // buffer per block costs page faults (`map_init` would make one per rayon split).
+        .map(|chunk| {
+            let mut scores = SCORES.with(|b| std::mem::take(&mut *b.borrow_mut()));
             scores.resize(chunk.len() * n_items, 0.0);
-            scorer.score_users(chunk, scores);
+            scorer.score_users(chunk, &mut scores);
             let mut sum = [0.0; 6];
             let (mut evaluated, mut skipped) = (0, 0);
             for (row, &u) in scores.chunks_exact_mut(n_items.max(1)).zip(chunk) {
@@ -195,6 +213,7 @@ pub fn evaluate<S: Scorer + ?Sized>(scorer: &S, split: &Split, target: Target, u
                 }
                 evaluated += 1;
             }
+            SCORES.with(|b| *b.borrow_mut() = scores);
             (sum, evaluated, skipped)
         })
         .collect();
