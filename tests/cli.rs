@@ -194,6 +194,74 @@ fn train_runs_reports_and_refuses_bad_settings() {
     let w: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report2).unwrap()).unwrap();
     assert_eq!(v["test"], w["test"]);
     assert_eq!(v["rounds"], w["rounds"]);
+    // Every backbone trains (NCF's two tables halve the widths), and a saved model fine-tunes
+    // for a given number of epochs from its state.
+    let state = dir.path().join("model.state");
+    for model in ["mf", "ngcf", "ncf"] {
+        let r = dir.path().join(format!("{model}.json"));
+        let (code, out, err) = bet(&[
+            "train",
+            "--dataset",
+            csv.to_str().unwrap(),
+            "--model",
+            model,
+            "--d-max",
+            "8",
+            "--sparsity",
+            "0.5",
+            "--round-steps",
+            "3",
+            "--max-steps",
+            "3",
+            "--checkpoint-dir",
+            ckpt.to_str().unwrap(),
+            "--report",
+            r.to_str().unwrap(),
+            "--save-state",
+            state.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{model}: {out}\n{err}");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&r).unwrap()).unwrap();
+        assert_eq!(v["model"], model);
+        let per_table = if model == "ncf" { 100 * 8 / 2 / 2 } else { 100 * 8 / 2 };
+        let tables = if model == "ncf" { 2 } else { 1 };
+        assert_eq!(v["stored_values"].as_u64().unwrap(), per_table * tables, "{model}");
+        assert!(v["stored_values"].as_u64().unwrap() <= v["limit"].as_u64().unwrap());
+    }
+    let (code, out, err) = bet(&[
+        "train",
+        "--dataset",
+        csv.to_str().unwrap(),
+        "--model",
+        "ncf",
+        "--d-max",
+        "8",
+        "--sparsity",
+        "0.5",
+        "--init",
+        state.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--checkpoint-dir",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("trained 2 steps"), "2 epochs of one 10,000-user batch each: {out}");
+    let (code, _, err) = bet(&[
+        "train",
+        "--dataset",
+        csv.to_str().unwrap(),
+        "--model",
+        "mf",
+        "--d-max",
+        "8",
+        "--init",
+        state.to_str().unwrap(),
+        "--checkpoint-dir",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "an NCF state does not fit MF: {err}");
+    assert!(err.contains("do not fit this model"), "{err}");
     // An impossible budget, conflicting flags, a missing dataset: one line, non-zero exit.
     let (code, _, err) = bet(&["train", "--dataset", csv.to_str().unwrap(), "--d-max", "16", "--keep", "0.01"]);
     assert_eq!(code, 2);
