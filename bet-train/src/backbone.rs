@@ -46,6 +46,76 @@ pub trait Backbone: Send + Sync {
     fn widths(&self) -> &[u32];
     /// Replaces the widths (fine-tuning a pretrained full-width model to an action's widths).
     fn set_widths(&mut self, widths: Vec<u32>);
+    /// What a `.bet` file stores of this model: each entity's first `width` values of what the
+    /// device scores with. Refused for the `input` placement, whose final vectors are dense.
+    fn export_tables(&self) -> crate::Result<ExportTables>;
+}
+
+/// The stored part of a model, in index order (see [`crate::export`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportTables {
+    /// Scoring function.
+    pub model: bet_format::ModelKind,
+    /// Mask placement.
+    pub placement: bet_format::MaskPlacement,
+    /// Budget dimension.
+    pub d_max: u32,
+    /// User widths.
+    pub user_widths: Vec<u32>,
+    /// User rows concatenated (MLP rows for NCF).
+    pub user_values: Vec<f32>,
+    /// Item widths.
+    pub item_widths: Vec<u32>,
+    /// Item rows concatenated (MLP rows for NCF).
+    pub item_values: Vec<f32>,
+    /// NCF: user GMF rows, item GMF rows, dense weights (W1, b1, w_out, b_out).
+    pub ncf: Option<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+}
+
+/// Cuts rows of a `rows × width` table to their widths, concatenated.
+fn cut_rows(table: &[f32], width: usize, widths: &[u32]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(widths.iter().map(|&w| w as usize).sum());
+    for (row, &w) in table.chunks(width.max(1)).zip(widths) {
+        out.extend_from_slice(&row[..(w as usize).min(width)]);
+    }
+    out
+}
+
+fn refuse_input(placement: Placement) -> crate::Result<bet_format::MaskPlacement> {
+    match placement {
+        Placement::Input => Err(crate::Error::Settings(
+            "the input placement is not exportable: its propagated vectors are dense, so storing them would \
+             break the budget; train with --placement output or both"
+                .into(),
+        )),
+        Placement::Output => Ok(bet_format::MaskPlacement::Output),
+        Placement::Both => Ok(bet_format::MaskPlacement::Both),
+    }
+}
+
+/// Final vectors (`nodes × width`) as export tables of a dot-product model.
+fn dot_tables(
+    model: bet_format::ModelKind,
+    placement: bet_format::MaskPlacement,
+    d_max: usize,
+    width: usize,
+    n_users: usize,
+    finals: &[f32],
+    widths: &[u32],
+) -> ExportTables {
+    let (users, items) = finals.split_at(n_users * width);
+    let clamp = |w: &[u32]| w.iter().map(|&x| x.min(width as u32)).collect::<Vec<u32>>();
+    let (uw, iw) = (clamp(&widths[..n_users]), clamp(&widths[n_users..]));
+    ExportTables {
+        model,
+        placement,
+        d_max: d_max as u32,
+        user_values: cut_rows(users, width, &uw),
+        item_values: cut_rows(items, width, &iw),
+        user_widths: uw,
+        item_widths: iw,
+        ncf: None,
+    }
 }
 
 /// LightGCN (or MF with 0 layers) with its graph and buffers.
@@ -113,6 +183,16 @@ impl Backbone for LightGcnBackbone {
     fn set_widths(&mut self, widths: Vec<u32>) {
         self.model.widths = widths;
     }
+    fn export_tables(&self) -> crate::Result<ExportTables> {
+        let m = &self.model;
+        let (kind, placement) = if m.layers == 0 {
+            (bet_format::ModelKind::Mf, bet_format::MaskPlacement::NotApplicable)
+        } else {
+            (bet_format::ModelKind::LightGcn, refuse_input(m.placement)?)
+        };
+        let finals = m.forward(&self.adj).output;
+        Ok(dot_tables(kind, placement, m.d, m.d, m.n_users, &finals, &m.widths))
+    }
 }
 
 fn adam_all(tensors: &mut [Vec<f32>], grads: &[Vec<f32>], adam: &mut [Adam], lr: f32) {
@@ -152,6 +232,12 @@ impl Backbone for NgcfBackbone {
     fn set_widths(&mut self, widths: Vec<u32>) {
         self.model.widths = widths;
     }
+    fn export_tables(&self) -> crate::Result<ExportTables> {
+        let m = &self.model;
+        let placement = refuse_input(m.placement)?;
+        let finals = m.forward(&self.adj);
+        Ok(dot_tables(bet_format::ModelKind::Ngcf, placement, m.d, 4 * m.d, m.n_users, &finals, &m.widths))
+    }
 }
 
 /// NCF (NeuMF) with the score function of `docs/format.md` §7.3.
@@ -183,6 +269,25 @@ impl Backbone for NcfBackbone {
     }
     fn set_widths(&mut self, widths: Vec<u32>) {
         self.model.widths = widths;
+    }
+    fn export_tables(&self) -> crate::Result<ExportTables> {
+        let m = &self.model;
+        let d = m.d;
+        let nu = m.n_users;
+        let clamp = |w: &[u32]| w.iter().map(|&x| x.min(d as u32)).collect::<Vec<u32>>();
+        let (uw, iw) = (clamp(&m.widths[..nu]), clamp(&m.widths[nu..]));
+        let t = &m.tensors;
+        let dense: Vec<f32> = t[4].iter().chain(&t[5]).chain(&t[6]).chain(&t[7]).copied().collect();
+        Ok(ExportTables {
+            model: bet_format::ModelKind::Ncf,
+            placement: bet_format::MaskPlacement::NotApplicable,
+            d_max: d as u32,
+            user_values: cut_rows(&t[0], d, &uw),
+            item_values: cut_rows(&t[1], d, &iw),
+            ncf: Some((cut_rows(&t[2], d, &uw), cut_rows(&t[3], d, &iw), dense)),
+            user_widths: uw,
+            item_widths: iw,
+        })
     }
 }
 

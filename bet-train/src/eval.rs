@@ -80,6 +80,16 @@ fn before(a: (f32, u32), b: (f32, u32)) -> bool {
 /// single comparison per item (scanning in index order, an equal score never displaces the kept
 /// one, which has the lower index). If an excluded item still made the list (fewer than 20 items
 /// beat −∞), the exact path decides.
+/// The top 20 of a user's scores with two sorted exclusion lists (ranking rules of the runtime).
+pub(crate) fn top_ranked(scores: &mut [f32], excluded: [&[u32]; 2]) -> Vec<u32> {
+    top(scores, excluded)
+}
+
+/// Recall and NDCG at 5, 10 and 20 of one user's ranked list.
+pub(crate) fn user_metrics_of(ranked: &[u32], positives: &[u32]) -> [f64; 6] {
+    user_metrics(ranked, positives)
+}
+
 fn top(scores: &mut [f32], excluded: [&[u32]; 2]) -> Vec<u32> {
     for &i in excluded.iter().flat_map(|l| l.iter()) {
         if let Some(s) = scores.get_mut(i as usize) {
@@ -92,7 +102,10 @@ fn top(scores: &mut [f32], excluded: [&[u32]; 2]) -> Vec<u32> {
     // the threshold (a branch-free, vectorisable test; NaN counts as exceeding, so it takes the
     // careful path) is skipped whole. Most blocks are, once the threshold has risen.
     for (b, block) in scores.chunks(SKIP_BLOCK).enumerate() {
-        if best.len() == K_MAX && !threshold.is_nan() && !block.iter().fold(false, |hit, &s| hit | !(s <= threshold)) {
+        if best.len() == K_MAX
+            && !threshold.is_nan()
+            && !block.iter().fold(false, |hit, &s| hit | (s > threshold) | s.is_nan())
+        {
             continue;
         }
         for (j, &s) in block.iter().enumerate() {

@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod data;
 mod error;
 pub mod eval;
+pub mod export;
 pub mod graph;
 pub mod lightgcn;
 pub mod ncf;

@@ -1,0 +1,316 @@
+//! Export: a trained model as a `.bet` file, and the parity check that what is shipped is what
+//! was measured.
+//!
+//! [`write_model`] lays out a backbone's [`ExportTables`] (each entity's first `width` values of
+//! its final vector; NCF's two tables and dense weights) with the writer of `bet-format`:
+//! rows widest first and blocked by 8 (the runtime's fast layout), `f32` or `f16` values, the
+//! exact budget, both id maps when the data had external ids, and the provenance with the
+//! measured metrics.
+//!
+//! [`parity`] then opens the file with `bet-runtime` and compares it with the trainer: every
+//! score of the given users, each user's top 20, and the metrics recomputed from the runtime's
+//! own top-k (through [`evaluate_runtime`]).
+//!
+//! ```no_run
+//! # fn demo(model: &dyn bet_train::backbone::Backbone, data: &bet_train::data::Dataset,
+//! #         split: &bet_train::split::Split) -> bet_train::Result<()> {
+//! use bet_train::export::{ExportSettings, parity, write_model};
+//! let settings = ExportSettings { keep: None, seed: 1, threads: 2, dtype: bet_format::ValueDtype::F32 };
+//! let bytes = write_model(model, data, split, &settings, None, None)?;
+//! let runtime = bet_runtime::Model::new(bet_format::AlignedBytes::new(&bytes))?;
+//! let report = parity(&*model.scorer(), &runtime, split, bet_train::eval::Target::Test, None)?;
+//! assert!(report.max_abs_diff <= 1e-5 * report.max_abs_score.max(1.0));
+//! # Ok(()) }
+//! ```
+
+use bet_format::{
+    Decimal, ModelContents, NcfInput, Provenance, Quality, StorageOrder, TableInput, ValueDtype, ValueLayout,
+};
+use bet_runtime::{Filter, ItemSet, Model, Scored};
+use rayon::prelude::*;
+
+use crate::Result;
+use crate::backbone::{Backbone, ExportTables};
+use crate::data::Dataset;
+use crate::eval::{DenseScorer, Metrics, Scorer, Target, evaluate, top_ranked, user_metrics_of};
+use crate::ncf::{Ncf, NcfProjections};
+use crate::split::Split;
+
+/// How to write a file.
+#[derive(Clone, Copy, Debug)]
+pub struct ExportSettings {
+    /// The kept fraction the model was trained under (`None`: unbudgeted).
+    pub keep: Option<Decimal>,
+    /// The run's seed (provenance).
+    pub seed: u64,
+    /// The run's thread count (provenance).
+    pub threads: u32,
+    /// Storage dtype of the embedding values.
+    pub dtype: ValueDtype,
+}
+
+fn quality(m: &Metrics) -> Quality {
+    Quality {
+        recall: [m.recall[0] as f32, m.recall[1] as f32, m.recall[2] as f32],
+        ndcg: [m.ndcg[0] as f32, m.ndcg[1] as f32, m.ndcg[2] as f32],
+    }
+}
+
+/// The bytes of the `.bet` file of `model`, trained on `split` of `data`; `validation` and `test`
+/// are the metrics to record (measured on the file, see [`parity`]).
+pub fn write_model(
+    model: &dyn Backbone,
+    data: &Dataset,
+    split: &Split,
+    settings: &ExportSettings,
+    validation: Option<&Metrics>,
+    test: Option<&Metrics>,
+) -> Result<Vec<u8>> {
+    let tables: ExportTables = model.export_tables()?;
+    let user_ids: Vec<&[u8]> = data.user_ids.iter().map(|s| s.as_bytes()).collect();
+    let item_ids: Vec<&[u8]> = data.item_ids.iter().map(|s| s.as_bytes()).collect();
+    let with_ids = !user_ids.is_empty() && user_ids.len() == split.n_users && item_ids.len() == split.n_items;
+    let split_name = split.protocol.name();
+    let contents = ModelContents {
+        model: tables.model,
+        placement: tables.placement,
+        d_max: tables.d_max,
+        users: TableInput { widths: &tables.user_widths, values: &tables.user_values },
+        items: TableInput { widths: &tables.item_widths, values: &tables.item_values },
+        ncf: tables.ncf.as_ref().map(|(ug, ig, dense)| NcfInput { user_gmf: ug, item_gmf: ig, dense }),
+        keep: settings.keep,
+        provenance: Provenance {
+            dataset: &data.name,
+            dataset_sha256: data.sha256,
+            split: split_name,
+            seed: settings.seed,
+            threads: settings.threads,
+            trainer_version: concat!("bet ", env!("CARGO_PKG_VERSION")),
+            git_commit: option_env!("BET_GIT_COMMIT").unwrap_or(""),
+            validation: validation.map(quality),
+            test: test.map(quality),
+        },
+        value_dtype: settings.dtype,
+        storage: StorageOrder::WidthDescending,
+        value_layout: ValueLayout::Blocked8,
+        user_ids: if with_ids { Some(&user_ids) } else { None },
+        item_ids: if with_ids { Some(&item_ids) } else { None },
+    };
+    Ok(contents.to_bytes()?)
+}
+
+/// The trainer's scorer of exactly what a file stores: the export tables with their values
+/// rounded to the file's dtype (f16: round to nearest even, as the writer does), zero past each
+/// width. NCF keeps its dense weights (stored as f32).
+pub fn shipped_scorer(tables: &ExportTables, dtype: ValueDtype) -> Box<dyn Scorer + Send> {
+    let round = |v: &[f32]| -> Vec<f32> {
+        match dtype {
+            ValueDtype::F16 => v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
+            _ => v.to_vec(),
+        }
+    };
+    let width = match tables.model {
+        bet_format::ModelKind::Ngcf => 4 * tables.d_max as usize,
+        _ => tables.d_max as usize,
+    };
+    let pad = |widths: &[u32], values: &[f32]| -> Vec<f32> {
+        let values = round(values);
+        let mut out = vec![0.0f32; widths.len() * width];
+        let mut at = 0;
+        for (row, &w) in out.chunks_mut(width.max(1)).zip(widths) {
+            row[..w as usize].copy_from_slice(&values[at..at + w as usize]);
+            at += w as usize;
+        }
+        out
+    };
+    let (nu, ni) = (tables.user_widths.len(), tables.item_widths.len());
+    let users = pad(&tables.user_widths, &tables.user_values);
+    let items = pad(&tables.item_widths, &tables.item_values);
+    match &tables.ncf {
+        None => Box::new(DenseScorer {
+            users: ndarray::Array2::from_shape_vec((nu, width), users)
+                .unwrap_or_else(|_| ndarray::Array2::zeros((nu, width))),
+            items: ndarray::Array2::from_shape_vec((ni, width), items)
+                .unwrap_or_else(|_| ndarray::Array2::zeros((ni, width))),
+        }),
+        Some((user_gmf, item_gmf, dense)) => {
+            let d = width;
+            let (w1, rest) = dense.split_at(2 * d * d);
+            let (b1, rest) = rest.split_at(d);
+            let (w_out, b_out) = rest.split_at(2 * d);
+            let model = Ncf {
+                n_users: nu,
+                n_items: ni,
+                d,
+                widths: tables.user_widths.iter().chain(&tables.item_widths).copied().collect(),
+                tensors: vec![
+                    users,
+                    items,
+                    pad(&tables.user_widths, user_gmf),
+                    pad(&tables.item_widths, item_gmf),
+                    w1.to_vec(),
+                    b1.to_vec(),
+                    w_out.to_vec(),
+                    b_out.to_vec(),
+                ],
+            };
+            let projections = model.projections();
+            Box::new(ShippedNcf { model, projections })
+        }
+    }
+}
+
+struct ShippedNcf {
+    model: Ncf<f32>,
+    projections: NcfProjections<f32>,
+}
+
+impl Scorer for ShippedNcf {
+    fn n_items(&self) -> usize {
+        self.model.n_items
+    }
+    fn score_users(&self, users: &[u32], out: &mut [f32]) {
+        self.model.score_users_with(&self.projections, users, out);
+    }
+}
+
+/// What [`parity`] measured.
+#[derive(Clone, Debug)]
+pub struct Parity {
+    /// Largest |trainer score − runtime score| over the users checked and all items.
+    pub max_abs_diff: f64,
+    /// Largest |trainer score| seen.
+    pub max_abs_score: f64,
+    /// Users whose top 20 (excluded items removed) is the same list, in the same order, in both.
+    pub same_top20: usize,
+    /// Users whose top 20 is the same set of items in both (order aside, as Recall@20 sees it).
+    pub same_top20_set: usize,
+    /// Users checked.
+    pub users: usize,
+    /// Metrics of the trainer's scores.
+    pub trainer: Metrics,
+    /// Metrics recomputed from the runtime's top-k.
+    pub runtime: Metrics,
+}
+
+/// Users' excluded items for `target` (training items, plus validation items for test), merged.
+fn excluded(split: &Split, target: Target, u: usize) -> Vec<u32> {
+    let mut e: Vec<u32> = split.train.of(u).to_vec();
+    if target == Target::Test {
+        e.extend_from_slice(split.validation.of(u));
+        e.sort_unstable();
+        e.dedup();
+    }
+    e
+}
+
+/// Metrics of `target` from the runtime's `top_k` (k = 20) with the user's excluded items.
+pub fn evaluate_runtime<B: AsRef<[u8]> + Sync>(
+    runtime: &Model<B>,
+    split: &Split,
+    target: Target,
+    users: Option<&[u32]>,
+) -> Result<Metrics> {
+    let all: Vec<u32> = (0..split.n_users as u32).collect();
+    let users = users.unwrap_or(&all);
+    let held_out = match target {
+        Target::Validation => &split.validation,
+        Target::Test => &split.test,
+    };
+    let per_user: Vec<Option<[f64; 6]>> = users
+        .par_iter()
+        .map(|&u| -> Result<Option<[f64; 6]>> {
+            let positives = held_out.of(u as usize);
+            if positives.is_empty() {
+                return Ok(None);
+            }
+            let ex = excluded(split, target, u as usize);
+            let filter = Filter { exclude: Some(ItemSet::Sorted(&ex)), allow: None };
+            let mut out = [Scored::EMPTY; 20];
+            let n = runtime.top_k(u, 20, &filter, &mut out)?;
+            let ranked: Vec<u32> = out[..n].iter().map(|s| s.index).collect();
+            Ok(Some(user_metrics_of(&ranked, positives)))
+        })
+        .collect::<Result<_>>()?;
+    let mut total = [0.0; 6];
+    let (mut evaluated, mut skipped) = (0usize, 0usize);
+    for m in per_user {
+        match m {
+            Some(m) => {
+                for (t, x) in total.iter_mut().zip(m) {
+                    *t += x;
+                }
+                evaluated += 1;
+            }
+            None => skipped += 1,
+        }
+    }
+    let mean = |x: f64| if evaluated == 0 { 0.0 } else { x / evaluated as f64 };
+    Ok(Metrics {
+        recall: [mean(total[0]), mean(total[1]), mean(total[2])],
+        ndcg: [mean(total[3]), mean(total[4]), mean(total[5])],
+        users: evaluated,
+        skipped,
+    })
+}
+
+/// Compares a trainer scorer (the model itself, or [`shipped_scorer`] of its export) with the
+/// runtime reading the file, on `users` (all by default).
+pub fn parity<B: AsRef<[u8]> + Sync>(
+    scorer: &(dyn Scorer + '_),
+    runtime: &Model<B>,
+    split: &Split,
+    target: Target,
+    users: Option<&[u32]>,
+) -> Result<Parity> {
+    let all: Vec<u32> = (0..split.n_users as u32).collect();
+    let users = users.unwrap_or(&all);
+    let n_items = split.n_items;
+    let per_block: Vec<(f64, f64, usize, usize)> = users
+        .par_chunks(64)
+        .map(|block| -> Result<(f64, f64, usize, usize)> {
+            let mut trainer = vec![0.0f32; block.len() * n_items];
+            scorer.score_users(block, &mut trainer);
+            let mut device = vec![0.0f32; n_items];
+            let (mut diff, mut max_abs, mut same, mut same_set) = (0.0f64, 0.0f64, 0usize, 0usize);
+            for (row, &u) in trainer.chunks_exact_mut(n_items.max(1)).zip(block) {
+                runtime.scores(u, &mut device)?;
+                for (&a, &b) in row.iter().zip(&device) {
+                    diff = diff.max(f64::from((a - b).abs()));
+                    max_abs = max_abs.max(f64::from(a.abs()));
+                }
+                let ex = excluded(split, target, u as usize);
+                let filter = Filter { exclude: Some(ItemSet::Sorted(&ex)), allow: None };
+                let mut out = [Scored::EMPTY; 20];
+                let n = runtime.top_k(u, 20, &filter, &mut out)?;
+                let device_top: Vec<u32> = out[..n].iter().map(|s| s.index).collect();
+                let extra: &[u32] = if target == Target::Test { split.validation.of(u as usize) } else { &[] };
+                let trainer_top = top_ranked(row, [split.train.of(u as usize), extra]);
+                same += usize::from(device_top == trainer_top);
+                let (mut a, mut b) = (device_top, trainer_top);
+                a.sort_unstable();
+                b.sort_unstable();
+                same_set += usize::from(a == b);
+            }
+            Ok((diff, max_abs, same, same_set))
+        })
+        .collect::<Result<_>>()?;
+    let (mut max_abs_diff, mut max_abs_score, mut same_top20, mut same_top20_set) = (0.0f64, 0.0f64, 0usize, 0usize);
+    for (d, m, s, t) in per_block {
+        max_abs_diff = max_abs_diff.max(d);
+        max_abs_score = max_abs_score.max(m);
+        same_top20 += s;
+        same_top20_set += t;
+    }
+    let trainer = evaluate(scorer, split, target, Some(users));
+    let runtime_metrics = evaluate_runtime(runtime, split, target, Some(users))?;
+    Ok(Parity {
+        max_abs_diff,
+        max_abs_score,
+        same_top20,
+        same_top20_set,
+        users: users.len(),
+        trainer,
+        runtime: runtime_metrics,
+    })
+}
