@@ -20,6 +20,7 @@ pub mod lightgcn;
 pub mod ncf;
 pub mod ngcf;
 pub mod report;
+pub mod search;
 pub mod split;
 pub mod synthetic;
 pub mod train;

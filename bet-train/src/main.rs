@@ -95,8 +95,11 @@ enum Command {
         #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
         vector: Vec<f32>,
     },
-    /// Train LightGCN or MF with equal widths under a budget (BPR, early stopping), then evaluate.
+    /// Train a backbone with equal widths under a budget (BPR, early stopping), then evaluate.
     Train(TrainArgs),
+    /// The BET search (or a baseline) under an exact budget: pretrain, search, retrain the best,
+    /// export a .bet file whose metrics bet-runtime measured. No arguments: the shipped sample.
+    Search(SearchArgs),
     /// Load a dataset, split it, and report the split and a most-popular baseline (trainer-evaluated).
     Data {
         /// A LightGCN directory (train.txt, test.txt), a CSV/TSV file, or a MovieLens .dat file.
@@ -218,6 +221,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { out, sparsity } => demo(&out, &sparsity),
         Command::Data { dataset, protocol, seed, json } => data_report(&dataset, protocol, seed, json.as_deref()),
+        Command::Search(args) => {
+            let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+            pool.install(|| search_command(args, threads))
+        }
         Command::Train(args) => {
             let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
@@ -334,6 +342,240 @@ struct TrainArgs {
     /// instead of training to convergence; usually with --init.
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MethodArg {
+    /// BET (DeepSets predictor, strategies I/II/III).
+    Bet,
+    /// Equal widths.
+    Es,
+    /// Uniform random widths, repaired to the limit.
+    Mr,
+    /// Widths proportional to frequency^alpha, alpha in {0.25, 0.5, 1} chosen on validation.
+    Freq,
+    /// BET with random selection only.
+    BetRandom,
+    /// BET with the plain histogram-MLP predictor.
+    BetPlain,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    F32,
+    F16,
+}
+
+#[derive(clap::Args)]
+struct SearchArgs {
+    /// A LightGCN directory, a CSV/TSV file or a MovieLens .dat file.
+    #[arg(long, default_value = "data/gowalla-sample")]
+    dataset: PathBuf,
+    /// Backbone.
+    #[arg(long, value_enum, default_value = "lightgcn")]
+    model: ModelArg,
+    /// Sparsity (0.9 keeps 10%); exact decimal.
+    #[arg(long, conflicts_with = "keep", default_value = "0.9")]
+    sparsity: String,
+    /// Kept fraction (alias of sparsity).
+    #[arg(long)]
+    keep: Option<String>,
+    /// Which method picks the widths.
+    #[arg(long, value_enum, default_value = "bet")]
+    method: MethodArg,
+    /// Where the width mask applies (LightGCN, NGCF); `input` is the paper's and cannot be exported.
+    #[arg(long, value_enum, default_value = "output")]
+    placement: PlacementArg,
+    /// Full width d_max.
+    #[arg(long, default_value_t = 128)]
+    d_max: u32,
+    /// Seed of everything.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Worker threads (results are reproducible per seed and thread count).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Output model; the JSON report and the SVG plot go beside it (.json, .svg).
+    #[arg(long, default_value = "model.bet")]
+    out: PathBuf,
+    /// Storage dtype of the exported values.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DtypeArg,
+    /// Search iterations T.
+    #[arg(long, default_value_t = 50)]
+    iterations: usize,
+    /// Candidates per iteration m.
+    #[arg(long, default_value_t = 100)]
+    candidates: usize,
+    /// Fine-tuning epochs per evaluated action h (default 10; 15 for NGCF).
+    #[arg(long)]
+    finetune_epochs: Option<usize>,
+    /// Actions retrained from scratch at the end.
+    #[arg(long, default_value_t = 5)]
+    retrain_top: usize,
+    /// Steps between validations in (pre/re)training (default: 2,000, at most 50 epochs).
+    #[arg(long)]
+    round_steps: Option<usize>,
+    /// Rounds without improvement before stopping.
+    #[arg(long, default_value_t = 2)]
+    patience: usize,
+    /// Hard cap on (pre/re)training steps.
+    #[arg(long, default_value_t = 100_000)]
+    max_steps: usize,
+    /// Directory of checkpoints (default: the user cache directory, never the work tree).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+}
+
+fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
+    use bet_train::eval::Target;
+    use bet_train::export::{ExportSettings, evaluate_runtime, parity, shipped_scorer, write_model};
+    use bet_train::lightgcn::Placement;
+    use bet_train::search::{Method, SearchConfig, run_search, search_svg};
+    use bet_train::train::{TrainConfig, epoch_steps};
+    let started = std::time::Instant::now();
+    let keep = bet_train::budget::keep_from_flags(
+        if a.keep.is_some() { None } else { Some(a.sparsity.as_str()) },
+        a.keep.as_deref(),
+    )?;
+    let data = bet_train::data::load(&a.dataset)?;
+    let split = bet_train::split::Split::new(&data, bet_train::split::Protocol::Paper, a.seed)?;
+    let kind = backbone_kind(a.model);
+    let limit = bet_train::budget::limit(keep, a.d_max, split.n_users, split.n_items, kind.tables())?;
+    let placement = match (kind.has_placement(), a.placement) {
+        (false, _) => Placement::Input,
+        (true, PlacementArg::Input) => Placement::Input,
+        (true, PlacementArg::Output) => Placement::Output,
+        (true, PlacementArg::Both) => Placement::Both,
+    };
+    let method = match a.method {
+        MethodArg::Bet => Method::Bet,
+        MethodArg::Es => Method::Es,
+        MethodArg::Mr => Method::Mr,
+        MethodArg::Freq => Method::Freq,
+        MethodArg::BetRandom => Method::BetRandom,
+        MethodArg::BetPlain => Method::BetPlain,
+    };
+    let epoch = epoch_steps(&split, 10_000);
+    let sha: String = data.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let config = SearchConfig {
+        method,
+        backbone: kind,
+        placement,
+        d_max: a.d_max,
+        // NCF's two tables share each entity's width: the widths split half the limit.
+        limit: limit / u64::from(kind.tables()),
+        iterations: a.iterations,
+        candidates: a.candidates,
+        finetune_epochs: a.finetune_epochs.unwrap_or(if kind == bet_train::backbone::BackboneKind::Ngcf { 15 } else { 10 }),
+        retrain_top: a.retrain_top,
+        fitness_users: split.n_users.div_ceil(2),
+        train: TrainConfig {
+            round_steps: a.round_steps.unwrap_or((50 * epoch).min(2000)),
+            patience: a.patience,
+            max_steps: a.max_steps,
+            seed: a.seed,
+            ..TrainConfig::default()
+        },
+        seed: a.seed,
+        checkpoint_dir: a.checkpoint_dir.clone().unwrap_or_else(bet_train::checkpoint::default_dir),
+        data_fingerprint: format!("data {sha} split {} seed {}", split.protocol.name(), a.seed),
+    };
+    eprintln!(
+        "{}: {} users, {} items; {} {} ({}), keep {keep} -> limit {limit}; T {} m {} h {} top {}; {threads} threads; checkpoints in {}",
+        data.name,
+        split.n_users,
+        split.n_items,
+        method.name(),
+        kind.name(),
+        format!("{placement:?}").to_lowercase(),
+        config.iterations,
+        config.candidates,
+        config.finetune_epochs,
+        config.retrain_top,
+        config.checkpoint_dir.display()
+    );
+    let bar = indicatif::ProgressBar::new(0);
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} {msg} {pos}/{len}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let outcome = run_search(&split, &config, |phase, done, total| {
+        bar.set_message(phase.to_string());
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    // Export, then measure the file with the runtime; the metrics go into its metadata.
+    let dtype = match a.dtype {
+        DtypeArg::F32 => bet_format::ValueDtype::F32,
+        DtypeArg::F16 => bet_format::ValueDtype::F16,
+    };
+    let settings = ExportSettings { keep: Some(keep), seed: a.seed, threads: threads as u32, dtype };
+    let model = &*outcome.model;
+    let draft = write_model(model, &data, &split, &settings, None, None)?;
+    let runtime = bet_runtime::Model::new(bet_format::AlignedBytes::new(&draft))?;
+    let validation = evaluate_runtime(&runtime, &split, Target::Validation, None)?;
+    let test = evaluate_runtime(&runtime, &split, Target::Test, None)?;
+    let check_users: Vec<u32> = (0..split.n_users.min(2000) as u32).collect();
+    let shipped = shipped_scorer(&model.export_tables()?, dtype);
+    let agreement = parity(&*shipped, &runtime, &split, Target::Test, Some(&check_users))?;
+    let bytes = write_model(model, &data, &split, &settings, Some(&validation), Some(&test))?;
+    bet_format::write_atomic(&a.out, &bytes)?;
+    let line = |name: &str, m: &bet_train::eval::Metrics| {
+        println!(
+            "{name} (from {} by bet-runtime): Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}",
+            a.out.display(),
+            m.recall[0],
+            m.recall[1],
+            m.recall[2],
+            m.ndcg[0],
+            m.ndcg[1],
+            m.ndcg[2]
+        )
+    };
+    let stored: u64 = outcome.widths.iter().map(|&w| u64::from(w)).sum::<u64>() * u64::from(kind.tables());
+    println!(
+        "{} wrote {} ({} bytes): {stored} of {limit} values; pretrain {:.0} s, search {:.0} s, retrain {:.0} s",
+        method.name(),
+        a.out.display(),
+        bytes.len(),
+        outcome.seconds[0],
+        outcome.seconds[1],
+        outcome.seconds[2]
+    );
+    line("validation", &validation);
+    line("test", &test);
+    let m = |m: &bet_train::eval::Metrics| serde_json::json!({"recall": m.recall, "ndcg": m.ndcg, "eq13": m.ensemble(), "users": m.users});
+    let mut histogram = vec![0u64; a.d_max as usize + 1];
+    for &w in &outcome.widths {
+        histogram[w as usize] += 1;
+    }
+    let report = serde_json::json!({
+        "schema": "bet-search/1",
+        "dataset": data.name, "sha256": sha, "model": kind.name(),
+        "placement": format!("{placement:?}").to_lowercase(), "method": method.name(),
+        "keep": keep.to_string(), "limit": limit, "stored_values": stored, "d_max": a.d_max,
+        "width_histogram": histogram,
+        "seed": a.seed, "threads": threads,
+        "iterations": config.iterations, "candidates": config.candidates, "finetune_epochs": config.finetune_epochs,
+        "retrain_top": config.retrain_top, "round_steps": config.train.round_steps,
+        "reference_fitness": outcome.reference_fitness,
+        "evaluated": outcome.evaluated,
+        "retrained": outcome.retrained.iter().map(|(i, v)| serde_json::json!({"evaluated": i, "validation_trainer": m(v)})).collect::<Vec<_>>(),
+        "evaluated_by": "bet-runtime (the exported file)",
+        "validation": m(&validation), "test": m(&test),
+        "parity": {"users": agreement.users, "max_abs_diff": agreement.max_abs_diff, "same_top20": agreement.same_top20},
+        "seconds": {"pretrain": outcome.seconds[0], "search": outcome.seconds[1], "retrain": outcome.seconds[2], "total": started.elapsed().as_secs_f64()},
+        "file": a.out.display().to_string(), "file_bytes": bytes.len(),
+    });
+    bet_format::write_atomic(&a.out.with_extension("json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    let title = format!("{} {} on {} (keep {keep})", method.name(), kind.name(), data.name);
+    bet_format::write_atomic(&a.out.with_extension("svg"), search_svg(&outcome.evaluated, &title).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn backbone_kind(m: ModelArg) -> bet_train::backbone::BackboneKind {

@@ -1,0 +1,440 @@
+//! The BET search (paper §3, Algorithm 1) and its baselines, through one pipeline.
+//!
+//! 1. **Pretraining**: one full-width model per dataset, backbone and seed, trained to
+//!    convergence and cached in the checkpoint directory; every method and budget shares it.
+//! 2. **Search** (`bet`, `bet-random`, `bet-plain`): for `t = 0..T`, draw `m` budget-exact
+//!    candidates ([`crate::action::ActionSampler`]), pick one — strategy I (greedy on predicted
+//!    fitness) at `t mod 5 ∈ {0,1,2}`, II (random) at 3, III (nearest in the current predictor's
+//!    embedding space to the best evaluated action) at 4, the paper's order — fine-tune a fresh
+//!    copy of the pretrained model with those widths for `h` epochs, and score it by eq. 12/13 on
+//!    a fixed validation user subset; the pair trains the predictor (2 updates per iteration).
+//!    `bet-random` always picks at random; `bet-plain` uses the histogram MLP predictor.
+//!    Baselines evaluate fixed candidates the same way: `es` (equal widths), `mr` (uniform random
+//!    widths, repaired), `freq` (freq^α for α ∈ {0.25, 0.5, 1}).
+//! 3. **Selective retraining**: the top `k` evaluated actions are trained from scratch on the
+//!    training split (same schedule, early stopping and seed as every method), the final action
+//!    is the best on validation (eq. 14); test is reported, never used to select or stop.
+//! 4. **Export**: the chosen model as a `.bet` file, its metrics measured on the file by
+//!    `bet-runtime`.
+//!
+//! Resume: after every iteration the search records the evaluated fitness values in a small
+//! checkpoint. Everything else (candidates, predictor, selections) is a deterministic function of
+//! the seed and those values, so a resumed search replays the recorded iterations without
+//! fine-tuning and continues, ending with the same file byte for byte. Pretraining and each
+//! retraining checkpoint through [`crate::train::train`].
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+use serde::{Deserialize, Serialize};
+
+use crate::action::{ActionSampler, SizeAssignment, frequency_widths, random_widths};
+use crate::backbone::{Backbone, BackboneKind};
+use crate::checkpoint::CheckpointPlan;
+use crate::eval::{Metrics, Target, evaluate};
+use crate::lightgcn::Placement;
+use crate::predictor::{FitnessPredictor, PredictorKind, ReplayBuffer, Widths, train_iteration};
+use crate::split::Split;
+use crate::train::{TrainConfig, equal_widths, train};
+use crate::{Error, Result};
+
+/// Which method chooses the widths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Method {
+    /// BET: DeepSets predictor, strategies I/II/III.
+    Bet,
+    /// BET with random selection only (Table 2 ablation).
+    BetRandom,
+    /// BET with the plain histogram-MLP predictor (Table 2 ablation).
+    BetPlain,
+    /// Equal widths, the remainder to the most frequent.
+    Es,
+    /// Uniform random widths, repaired to the limit.
+    Mr,
+    /// Widths proportional to frequency^α, α chosen on validation.
+    Freq,
+}
+
+impl Method {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Bet => "bet",
+            Method::BetRandom => "bet-random",
+            Method::BetPlain => "bet-plain",
+            Method::Es => "es",
+            Method::Mr => "mr",
+            Method::Freq => "freq",
+        }
+    }
+}
+
+/// Settings of a search.
+#[derive(Clone, Debug)]
+pub struct SearchConfig {
+    /// The method.
+    pub method: Method,
+    /// Backbone.
+    pub backbone: BackboneKind,
+    /// Mask placement (LightGCN, NGCF).
+    pub placement: Placement,
+    /// Full width.
+    pub d_max: u32,
+    /// The exact limit of stored values.
+    pub limit: u64,
+    /// Iterations T.
+    pub iterations: usize,
+    /// Candidates per iteration m.
+    pub candidates: usize,
+    /// Fine-tuning epochs per evaluated action h.
+    pub finetune_epochs: usize,
+    /// Actions retrained from scratch.
+    pub retrain_top: usize,
+    /// Users of the fixed validation subset fitness is measured on.
+    pub fitness_users: usize,
+    /// Pretraining and retraining settings (early stopping on validation).
+    pub train: TrainConfig,
+    /// Seed of everything.
+    pub seed: u64,
+    /// Checkpoint directory (outside the work tree).
+    pub checkpoint_dir: PathBuf,
+    /// A description of the data and split (fingerprints).
+    pub data_fingerprint: String,
+}
+
+/// One evaluated action of the search.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Evaluated {
+    /// Iteration.
+    pub iteration: usize,
+    /// How it was chosen: `greedy`, `random`, `nearest`, or the baseline's name.
+    pub strategy: String,
+    /// Predicted fitness when chosen (`None` before the predictor saw data or for baselines).
+    pub predicted: Option<f64>,
+    /// Measured fitness (eq. 13 on the fitness users over the pretrained model's).
+    pub fitness: f64,
+    /// Seconds of fine-tuning and evaluation.
+    pub seconds: f64,
+}
+
+/// What a search did.
+pub struct SearchOutcome {
+    /// The chosen widths (users then items).
+    pub widths: Vec<u32>,
+    /// The chosen model, trained from scratch.
+    pub model: Box<dyn Backbone>,
+    /// Every evaluated action, in order.
+    pub evaluated: Vec<Evaluated>,
+    /// Retrained actions: index into `evaluated`, validation metrics.
+    pub retrained: Vec<(usize, Metrics)>,
+    /// The pretrained model's validation eq. 13 on the fitness users (eq. 12's denominator).
+    pub reference_fitness: f64,
+    /// Seconds per phase: pretraining, search, retraining.
+    pub seconds: [f64; 3],
+}
+
+/// The search's resumable record: the fitness of every evaluated action so far.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct SearchRecord {
+    fingerprint: String,
+    /// Fitness bits (exact) per evaluated action, in order.
+    fitness_bits: Vec<u64>,
+    seconds: Vec<f64>,
+}
+
+fn load_record(path: &Path, fingerprint: &str) -> Result<SearchRecord> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let r: SearchRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
+            if r.fingerprint != fingerprint {
+                return Err(Error::Checkpoint(format!("{}: belongs to another search", path.display())));
+            }
+            Ok(r)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(SearchRecord { fingerprint: fingerprint.to_string(), ..Default::default() })
+        }
+        Err(e) => Err(Error::Io { path: path.to_path_buf(), source: e }),
+    }
+}
+
+fn seeded(seed: u64, stream: u64) -> Pcg64Mcg {
+    Pcg64Mcg::seed_from_u64(crate::synthetic::splitmix_finalize(
+        seed.wrapping_add(stream.wrapping_mul(crate::synthetic::GOLDEN_GAMMA)),
+    ))
+}
+
+fn restore(model: &mut dyn Backbone, from: &[Vec<f32>]) {
+    for (dst, src) in model.tensors_mut().into_iter().zip(from) {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// A fixed seeded half of the users (the reference samples a fresh 50% per evaluation; a fixed
+/// subset removes that noise).
+fn fitness_subset(n_users: usize, take: usize, seed: u64) -> Vec<u32> {
+    let mut all: Vec<u32> = (0..n_users as u32).collect();
+    if take < all.len() {
+        let mut rng = seeded(seed, 0xF17);
+        for i in 0..take {
+            let j = rng.random_range(i..all.len());
+            all.swap(i, j);
+        }
+        all.truncate(take);
+        all.sort_unstable();
+    }
+    all
+}
+
+/// Runs the whole method; `progress(phase, done, total)` follows it.
+pub fn run_search(
+    split: &Split,
+    config: &SearchConfig,
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<SearchOutcome> {
+    let (nu, ni) = (split.n_users, split.n_items);
+    let (user_freq, item_freq) = (split.user_frequency(), split.item_frequency());
+    let d = config.d_max as usize;
+    let started = Instant::now();
+
+    // 1. Pretraining, shared by every method and budget of this data, backbone and seed.
+    let mut model = config.backbone.build(split, d, config.placement, vec![config.d_max; nu + ni], config.seed)?;
+    let pretrain_plan = CheckpointPlan::new(
+        &config.checkpoint_dir,
+        &format!(
+            "bet-pretrain/1 {} model {} d_max {} seed {} config {:?}",
+            config.data_fingerprint,
+            config.backbone.name(),
+            config.d_max,
+            config.seed,
+            config.train
+        ),
+    );
+    train(&mut *model, split, &config.train, Some(&pretrain_plan), |s, _| progress("pretrain", s, config.train.max_steps))?;
+    let pretrained: Vec<Vec<f32>> = model.tensors().iter().map(|t| t.to_vec()).collect();
+    let pretrain_seconds = started.elapsed().as_secs_f64();
+    let users = fitness_subset(nu, config.fitness_users, config.seed);
+    let reference = evaluate(&*model.scorer(), split, Target::Validation, Some(&users)).ensemble();
+    if !(reference > 0.0) {
+        return Err(Error::Settings("the pretrained model scores 0 on validation; fitness is undefined".into()));
+    }
+
+    // 2. The search (or the baseline's candidates), resumable through the fitness record.
+    let search_started = Instant::now();
+    let fingerprint = crate::checkpoint::fingerprint(&format!(
+        "bet-search/1 {} pretrain {} method {:?} placement {:?} limit {} T {} m {} h {} fitness users {}",
+        config.data_fingerprint,
+        pretrain_plan.fingerprint,
+        config.method,
+        config.placement,
+        config.limit,
+        config.iterations,
+        config.candidates,
+        config.finetune_epochs,
+        users.len()
+    ));
+    let record_path = config.checkpoint_dir.join(format!("search-{fingerprint}.json"));
+    let mut record = load_record(&record_path, &fingerprint)?;
+    let finetune = TrainConfig::finetune(split, config.finetune_epochs, config.seed);
+    let mut evaluate_widths = |model: &mut dyn Backbone, widths: &[u32], index: usize| -> Result<(f64, f64)> {
+        if let Some(&bits) = record.fitness_bits.get(index) {
+            return Ok((f64::from_bits(bits), record.seconds.get(index).copied().unwrap_or(0.0)));
+        }
+        let t = Instant::now();
+        restore(model, &pretrained);
+        model.set_widths(widths.to_vec());
+        train(model, split, &finetune, None, |_, _| {})?;
+        let fitness = evaluate(&*model.scorer(), split, Target::Validation, Some(&users)).ensemble() / reference;
+        let seconds = t.elapsed().as_secs_f64();
+        record.fitness_bits.push(fitness.to_bits());
+        record.seconds.push(seconds);
+        let json = serde_json::to_vec(&record).map_err(|e| Error::Checkpoint(e.to_string()))?;
+        bet_format::write_atomic(&record_path, &json)?;
+        Ok((fitness, seconds))
+    };
+    let mut evaluated: Vec<Evaluated> = vec![];
+    let mut actions: Vec<Vec<u32>> = vec![];
+    match config.method {
+        Method::Bet | Method::BetRandom | Method::BetPlain => {
+            let sampler = ActionSampler::new(config.limit, config.d_max, &user_freq, &item_freq)?;
+            let kind = if config.method == Method::BetPlain { PredictorKind::Plain } else { PredictorKind::DeepSets };
+            let mut predictor = kind.build(&user_freq, &item_freq, config.d_max, config.seed)?;
+            let mut buffer = ReplayBuffer::new();
+            let mut update_rng = seeded(config.seed, 0x0B0D);
+            for t in 0..config.iterations {
+                progress("search", t, config.iterations);
+                let mut rng = seeded(config.seed, 0x5EA2C4 + t as u64);
+                let candidates: Vec<SizeAssignment> =
+                    (0..config.candidates.max(1)).map(|_| sampler.sample(&mut rng).widths).collect();
+                let views: Vec<Widths<'_>> = candidates.iter().map(|c| Widths::new(&c.users, &c.items)).collect();
+                let predicted = predictor.predict_many(&views)?;
+                let strategy = if config.method == Method::BetRandom { 3 } else { t % 5 };
+                let (pick, name) = match strategy {
+                    3 => (rng.random_range(0..candidates.len()), "random"),
+                    4 if !evaluated.is_empty() => {
+                        // The best evaluated action, re-embedded with the current predictor.
+                        let best = (0..evaluated.len())
+                            .max_by(|&a, &b| evaluated[a].fitness.total_cmp(&evaluated[b].fitness).then(b.cmp(&a)))
+                            .unwrap_or(0);
+                        let anchor = predictor.embed(Widths::new(&actions[best][..nu], &actions[best][nu..]))?;
+                        let embeddings = predictor.embed_many(&views)?;
+                        let distance = |e: &Vec<f64>| e.iter().zip(&anchor).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+                        let pick = (0..candidates.len())
+                            .min_by(|&a, &b| distance(&embeddings[a]).total_cmp(&distance(&embeddings[b])).then(a.cmp(&b)))
+                            .unwrap_or(0);
+                        (pick, "nearest")
+                    }
+                    _ => {
+                        let pick = (0..candidates.len())
+                            .max_by(|&a, &b| predicted[a].total_cmp(&predicted[b]).then(b.cmp(&a)))
+                            .unwrap_or(0);
+                        (pick, "greedy")
+                    }
+                };
+                let widths = candidates[pick].as_node_widths();
+                let (fitness, seconds) = evaluate_widths(&mut *model, &widths, evaluated.len())?;
+                buffer.push(views[pick], fitness)?;
+                train_iteration(&mut *predictor, &buffer, &mut update_rng)?;
+                evaluated.push(Evaluated {
+                    iteration: t,
+                    strategy: name.into(),
+                    predicted: Some(predicted[pick]),
+                    fitness,
+                    seconds,
+                });
+                actions.push(widths);
+            }
+        }
+        Method::Es | Method::Mr | Method::Freq => {
+            let fixed: Vec<(String, Vec<u32>)> = match config.method {
+                Method::Es => vec![("es".into(), equal_widths(config.limit, &user_freq, &item_freq, config.d_max))],
+                Method::Mr => {
+                    let mut rng = seeded(config.seed, 0x3A);
+                    vec![("mr".into(), random_widths(config.limit, config.d_max, nu, ni, &mut rng)?.as_node_widths())]
+                }
+                _ => [0.25, 0.5, 1.0]
+                    .into_iter()
+                    .map(|a| -> Result<(String, Vec<u32>)> {
+                        Ok((
+                            format!("freq^{a}"),
+                            frequency_widths(config.limit, config.d_max, &user_freq, &item_freq, a)?.as_node_widths(),
+                        ))
+                    })
+                    .collect::<Result<_>>()?,
+            };
+            for (i, (name, widths)) in fixed.into_iter().enumerate() {
+                progress("search", i, 3);
+                // One candidate needs no search: it is retrained as is.
+                let (fitness, seconds) =
+                    if config.method == Method::Freq { evaluate_widths(&mut *model, &widths, i)? } else { (f64::NAN, 0.0) };
+                evaluated.push(Evaluated { iteration: i, strategy: name, predicted: None, fitness, seconds });
+                actions.push(widths);
+            }
+        }
+    }
+    let search_seconds = search_started.elapsed().as_secs_f64();
+
+    // 3. Selective retraining of the top actions from scratch, choice on validation (eq. 14).
+    let retrain_started = Instant::now();
+    let mut order: Vec<usize> = (0..evaluated.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (fa, fb) = (evaluated[a].fitness, evaluated[b].fitness);
+        fb.partial_cmp(&fa).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b))
+    });
+    let mut distinct: Vec<usize> = vec![];
+    for i in order {
+        if !distinct.iter().any(|&j| actions[j] == actions[i]) {
+            distinct.push(i);
+        }
+    }
+    let top: Vec<usize> = distinct.into_iter().take(config.retrain_top.max(1)).collect();
+    let mut best: Option<(f64, usize, Box<dyn Backbone>)> = None;
+    let mut retrained = vec![];
+    for (k, &i) in top.iter().enumerate() {
+        progress("retrain", k, top.len());
+        let mut fresh = config.backbone.build(split, d, config.placement, actions[i].clone(), config.seed)?;
+        let plan = CheckpointPlan::new(
+            &config.checkpoint_dir,
+            &format!(
+                "bet-retrain/1 {} model {} placement {:?} seed {} config {:?} widths {}",
+                config.data_fingerprint,
+                config.backbone.name(),
+                config.placement,
+                config.seed,
+                config.train,
+                crate::checkpoint::fingerprint(&format!("{:?}", actions[i]))
+            ),
+        );
+        train(&mut *fresh, split, &config.train, Some(&plan), |_, _| {})?;
+        let m = evaluate(&*fresh.scorer(), split, Target::Validation, None);
+        retrained.push((i, m));
+        if best.as_ref().is_none_or(|(score, _, _)| m.ensemble() > *score) {
+            best = Some((m.ensemble(), i, fresh));
+        }
+    }
+    let (_, chosen, model) = best.ok_or_else(|| Error::Settings("no action to retrain".into()))?;
+    Ok(SearchOutcome {
+        widths: actions[chosen].clone(),
+        model,
+        evaluated,
+        retrained,
+        reference_fitness: reference,
+        seconds: [pretrain_seconds, search_seconds, retrain_started.elapsed().as_secs_f64()],
+    })
+}
+
+/// An SVG plot of a search: measured fitness per iteration (dots), predicted fitness (circles)
+/// and the best so far (a step line).
+pub fn search_svg(evaluated: &[Evaluated], title: &str) -> String {
+    let (w, h, pad) = (640.0, 360.0, 48.0);
+    let values: Vec<f64> = evaluated
+        .iter()
+        .flat_map(|e| [Some(e.fitness), e.predicted])
+        .flatten()
+        .filter(|v| v.is_finite())
+        .collect();
+    let lo = values.iter().cloned().fold(f64::INFINITY, f64::min).min(1.0);
+    let hi = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max).max(lo + 1e-9);
+    let n = evaluated.len().max(2) as f64;
+    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (n - 1.0);
+    let y = |v: f64| h - pad - (h - 2.0 * pad) * (v - lo) / (hi - lo);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{pad}\" y=\"20\">{}</text>\n\
+         <line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <text x=\"4\" y=\"{}\">{hi:.3}</text><text x=\"4\" y=\"{}\">{lo:.3}</text>\n\
+         <text x=\"{}\" y=\"{}\">iteration</text><text x=\"{pad}\" y=\"{}\">fitness (eq. 12): ● measured ○ predicted — best so far</text>\n",
+        title.replace('&', "&amp;").replace('<', "&lt;"),
+        h - pad,
+        w - pad,
+        h - pad,
+        h - pad,
+        pad + 4.0,
+        h - pad,
+        w / 2.0,
+        h - 12.0,
+        h - 28.0,
+    );
+    let mut best = f64::NEG_INFINITY;
+    let mut path = String::new();
+    for (i, e) in evaluated.iter().enumerate() {
+        if e.fitness.is_finite() {
+            s += &format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#1f77b4\"/>\n", x(i), y(e.fitness));
+            best = best.max(e.fitness);
+        }
+        if let Some(p) = e.predicted.filter(|p| p.is_finite()) {
+            s += &format!("<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"none\" stroke=\"#ff7f0e\"/>\n", x(i), y(p));
+        }
+        if best.is_finite() {
+            path += &format!("{}{:.1},{:.1} ", if path.is_empty() { "M" } else { "L" }, x(i), y(best));
+        }
+    }
+    if !path.is_empty() {
+        s += &format!("<path d=\"{path}\" fill=\"none\" stroke=\"#2ca02c\" stroke-width=\"2\"/>\n");
+    }
+    s += "</svg>\n";
+    s
+}
