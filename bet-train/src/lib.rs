@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod action;
 pub mod backbone;
 pub mod bench;
 pub mod budget;
