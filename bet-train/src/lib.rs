@@ -18,6 +18,7 @@ pub mod graph;
 pub mod lightgcn;
 pub mod ncf;
 pub mod ngcf;
+pub mod predictor;
 pub mod report;
 pub mod split;
 pub mod synthetic;
