@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod action;
 pub mod backbone;
 pub mod bench;
 pub mod budget;
@@ -19,6 +20,7 @@ pub mod graph;
 pub mod lightgcn;
 pub mod ncf;
 pub mod ngcf;
+pub mod predictor;
 pub mod report;
 pub mod search;
 pub mod split;
