@@ -467,7 +467,11 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         limit: limit / u64::from(kind.tables()),
         iterations: a.iterations,
         candidates: a.candidates,
-        finetune_epochs: a.finetune_epochs.unwrap_or(if kind == bet_train::backbone::BackboneKind::Ngcf { 15 } else { 10 }),
+        finetune_epochs: a.finetune_epochs.unwrap_or(if kind == bet_train::backbone::BackboneKind::Ngcf {
+            15
+        } else {
+            10
+        }),
         retrain_top: a.retrain_top,
         fitness_users: split.n_users.div_ceil(2),
         train: TrainConfig {

@@ -35,7 +35,7 @@ use crate::backbone::{Backbone, BackboneKind};
 use crate::checkpoint::CheckpointPlan;
 use crate::eval::{Metrics, Target, evaluate};
 use crate::lightgcn::Placement;
-use crate::predictor::{FitnessPredictor, PredictorKind, ReplayBuffer, Widths, train_iteration};
+use crate::predictor::{PredictorKind, ReplayBuffer, Widths, train_iteration};
 use crate::split::Split;
 use crate::train::{TrainConfig, equal_widths, train};
 use crate::{Error, Result};
@@ -147,8 +147,8 @@ struct SearchRecord {
 fn load_record(path: &Path, fingerprint: &str) -> Result<SearchRecord> {
     match std::fs::read(path) {
         Ok(bytes) => {
-            let r: SearchRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
+            let r: SearchRecord =
+                serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
             if r.fingerprint != fingerprint {
                 return Err(Error::Checkpoint(format!("{}: belongs to another search", path.display())));
             }
@@ -213,7 +213,9 @@ pub fn run_search(
             config.train
         ),
     );
-    train(&mut *model, split, &config.train, Some(&pretrain_plan), |s, _| progress("pretrain", s, config.train.max_steps))?;
+    train(&mut *model, split, &config.train, Some(&pretrain_plan), |s, _| {
+        progress("pretrain", s, config.train.max_steps)
+    })?;
     let pretrained: Vec<Vec<f32>> = model.tensors().iter().map(|t| t.to_vec()).collect();
     let pretrain_seconds = started.elapsed().as_secs_f64();
     let users = fitness_subset(nu, config.fitness_users, config.seed);
@@ -281,9 +283,12 @@ pub fn run_search(
                             .unwrap_or(0);
                         let anchor = predictor.embed(Widths::new(&actions[best][..nu], &actions[best][nu..]))?;
                         let embeddings = predictor.embed_many(&views)?;
-                        let distance = |e: &Vec<f64>| e.iter().zip(&anchor).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+                        let distance =
+                            |e: &Vec<f64>| e.iter().zip(&anchor).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
                         let pick = (0..candidates.len())
-                            .min_by(|&a, &b| distance(&embeddings[a]).total_cmp(&distance(&embeddings[b])).then(a.cmp(&b)))
+                            .min_by(|&a, &b| {
+                                distance(&embeddings[a]).total_cmp(&distance(&embeddings[b])).then(a.cmp(&b))
+                            })
                             .unwrap_or(0);
                         (pick, "nearest")
                     }
@@ -328,8 +333,11 @@ pub fn run_search(
             for (i, (name, widths)) in fixed.into_iter().enumerate() {
                 progress("search", i, 3);
                 // One candidate needs no search: it is retrained as is.
-                let (fitness, seconds) =
-                    if config.method == Method::Freq { evaluate_widths(&mut *model, &widths, i)? } else { (f64::NAN, 0.0) };
+                let (fitness, seconds) = if config.method == Method::Freq {
+                    evaluate_widths(&mut *model, &widths, i)?
+                } else {
+                    (f64::NAN, 0.0)
+                };
                 evaluated.push(Evaluated { iteration: i, strategy: name, predicted: None, fitness, seconds });
                 actions.push(widths);
             }
@@ -390,12 +398,8 @@ pub fn run_search(
 /// and the best so far (a step line).
 pub fn search_svg(evaluated: &[Evaluated], title: &str) -> String {
     let (w, h, pad) = (640.0, 360.0, 48.0);
-    let values: Vec<f64> = evaluated
-        .iter()
-        .flat_map(|e| [Some(e.fitness), e.predicted])
-        .flatten()
-        .filter(|v| v.is_finite())
-        .collect();
+    let values: Vec<f64> =
+        evaluated.iter().flat_map(|e| [Some(e.fitness), e.predicted]).flatten().filter(|v| v.is_finite()).collect();
     let lo = values.iter().cloned().fold(f64::INFINITY, f64::min).min(1.0);
     let hi = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max).max(lo + 1e-9);
     let n = evaluated.len().max(2) as f64;
