@@ -220,7 +220,7 @@ pub fn run_search(
     let pretrain_seconds = started.elapsed().as_secs_f64();
     let users = fitness_subset(nu, config.fitness_users, config.seed);
     let reference = evaluate(&*model.scorer(), split, Target::Validation, Some(&users)).ensemble();
-    if !(reference > 0.0) {
+    if reference.is_nan() || reference <= 0.0 {
         return Err(Error::Settings("the pretrained model scores 0 on validation; fitness is undefined".into()));
     }
 
