@@ -18,7 +18,7 @@
 //!    the weights sorted in decreasing order, each capped at `d_max − 1` extra; what a capped
 //!    entity cannot take goes to the uncapped ones in the same proportions (water filling).
 //!    The real shares are floored, and the leftover units are handed out one by one, largest
-//!    fractional part first, ties to the higher rank. The side sums to exactly `B`, every width
+//!    fractional part first, ties to the earlier position. The side sums to exactly `B`, every width
 //!    is in `1..=d_max`, and widths never increase along the sorted weights.
 //! 4. Assignment by **training-frequency rank**: entities sorted by frequency, decreasing, ties
 //!    to the lower index; the k-th gets the k-th largest width. [`SizeAssignment`] is indexed by
@@ -50,16 +50,18 @@
 //! Laplace continued fraction above, built at compile time), then a 24-term Taylor expansion from
 //! the nearest node; beyond 8 the continued fraction directly. `exp(−z²/2)` is computed with `z`
 //! split in halves so the square is exact. Φ⁻¹ solves `ln(1 − Φ(x)) = ln t` by Halley steps (in
-//! logs, so tails down to 1e-300 work), or `Φ(x) − ½ = q` near the centre. Both reach about
-//! 1e-15 relative error (see the tests).
+//! logs, so tails down to 1e-300 work), or `Φ(x) − ½ = q` for `p` in `[0.2, 0.8]`. Against mpmath at
+//! 4,500 points (z in [−37.5, 9], p from 1e-300 to 1 − 1e-15) the worst relative errors were
+//! 6.3e-16 (Φ) and 6.6e-16 (Φ⁻¹, 3 ε); the tests hold them to 2e-15.
 //!
 //! ```
 //! use bet_train::action::ActionSampler;
 //! use rand::SeedableRng;
-//! let sampler = ActionSampler::new(60, 8, &[5, 0, 9], &[1, 1, 3, 7]).unwrap();
+//! let sampler = ActionSampler::new(40, 8, &[5, 0, 9], &[1, 1, 3, 7]).unwrap();
 //! let action = sampler.sample(&mut rand_pcg::Pcg64Mcg::seed_from_u64(7));
-//! assert_eq!(action.widths.total(), 60);
+//! assert_eq!(action.widths.total(), 40);
 //! assert!(action.widths.users[2] >= action.widths.users[0]); // user 2 is the most frequent
+//! assert!(ActionSampler::new(60, 8, &[5, 0, 9], &[1, 1, 3, 7]).is_err()); // 7 entities hold at most 56
 //! ```
 
 use std::cmp::Reverse;
@@ -207,8 +209,9 @@ pub fn normal_quantile(p: f64) -> f64 {
     }
 }
 
-/// The `x ≥ 0` with `1 − Φ(x) = t`, for `t` in `[0, ½]`: Halley steps on `ln(1 − Φ(x)) − ln t`,
-/// which is concave and decreasing, so plain Newton steps (the fallback) converge from anywhere.
+/// The `x ≥ 0` with `1 − Φ(x) = t`, for `t` in `[0, ½]`: Halley steps on `ln(1 − Φ(x)) − ln t`
+/// (concave and decreasing, so the plain Newton step, used when Halley's denominator is small,
+/// converges from anywhere), from Abramowitz & Stegun 26.2.23 (error < 4.5e-4).
 fn upper_quantile(t: f64) -> f64 {
     if t >= 0.5 {
         return 0.0;
@@ -217,12 +220,10 @@ fn upper_quantile(t: f64) -> f64 {
         return f64::INFINITY;
     }
     let ln_t = t.ln();
-    let mut x = if t > 0.15 {
-        (0.5 - t) * SQRT_2PI
-    } else {
-        let l = -2.0 * ln_t;
-        (l - (std::f64::consts::TAU * l).ln()).max(1.0).sqrt()
-    };
+    let s = (-2.0 * ln_t).sqrt();
+    let mut x = (s
+        - (2.515_517 + s * (0.802_853 + s * 0.010_328)) / (1.0 + s * (1.432_788 + s * (0.189_269 + s * 0.001_308))))
+        .max(0.0);
     for _ in 0..100 {
         let m = mills(x);
         let f = -0.5 * x * x - LN_SQRT_2PI + m.ln() - ln_t;
@@ -230,8 +231,9 @@ fn upper_quantile(t: f64) -> f64 {
         let denominator = 1.0 - 0.5 * f * (x * m - 1.0);
         let step = if denominator > 0.5 { newton / denominator } else { newton };
         let next = (x + step).max(0.0);
-        // Near 0 the answer is only known to about ε absolutely (t is near ½).
-        if (next - x).abs() <= 4.0 * f64::EPSILON * next.max(1.0) {
+        // Halley converges cubically: a step this small leaves an error far below an ulp. (Near 0
+        // the answer is only known to about ε absolutely anyway, as t is near ½.)
+        if (next - x).abs() <= 1e-7 * next.max(1.0) {
             return next;
         }
         x = next;
@@ -239,9 +241,11 @@ fn upper_quantile(t: f64) -> f64 {
     x
 }
 
-/// The `x ≥ 0` with `Φ(x) − ½ = q`, for `q` in `[0, 0.3]`: Halley steps from `q·√(2π)`.
+/// The `x ≥ 0` with `Φ(x) − ½ = q`, for `q` in `[0, 0.3]`: Halley steps from the inverted series
+/// `x ≈ y + y³/6 + 7y⁵/120`, `y = q·√(2π)`.
 fn central_quantile(q: f64) -> f64 {
-    let mut x = q * SQRT_2PI;
+    let y = q * SQRT_2PI;
+    let mut x = y * (1.0 + y * y * (1.0 / 6.0 + y * y * (7.0 / 120.0)));
     if x == 0.0 {
         return 0.0;
     }
@@ -250,7 +254,7 @@ fn central_quantile(q: f64) -> f64 {
         let denominator = 1.0 + 0.5 * x * u;
         let step = if denominator > 0.5 { u / denominator } else { u };
         let next = (x - step).max(0.0);
-        if (next - x).abs() <= 4.0 * f64::EPSILON * next.max(1e-290) {
+        if (next - x).abs() <= 1e-7 * next {
             return next;
         }
         x = next;
@@ -484,14 +488,20 @@ fn check_limit(limit: u64, d_max: u32, n_users: usize, n_items: usize) -> Result
     Ok(())
 }
 
-/// `x_i = clamp(λ·v_i, lo, hi)` with `Σ x_i = total` as nearly as floats allow (`v` non-increasing,
-/// in `[0, 1]`; zeros stay at `lo`). Σ is piecewise linear and non-decreasing in λ with kinks at
-/// `lo/v_i` and `hi/v_i`: find the piece by binary search, then solve it. Rounding error here
-/// only shifts which entity gets a unit: [`round_exact`] makes the sum exact.
+/// `x_i = clamp(λ·v_i, lo, hi)` with `Σ x_i = total` as nearly as floats allow (`v` non-increasing
+/// and finite; zeros stay at `lo`). Σ is non-decreasing in λ and, with prefix sums over the sorted
+/// `v`, costs two binary searches, so λ is found by bisecting the bit patterns of positive floats
+/// (at most 63 steps). Rounding error here only shifts which entity gets a unit: [`round_exact`]
+/// makes the sum exact.
 fn fill(v: &[f64], total: f64, lo: f64, hi: f64) -> Vec<f64> {
-    let clip = |lambda: f64, v: f64| {
-        let y = lambda * v;
-        if v <= 0.0 || y.is_nan() || y <= lo {
+    let n = v.len();
+    let positive = &v[..v.iter().take_while(|&&x| x > 0.0).count()];
+    if positive.is_empty() || hi <= lo || total <= n as f64 * lo {
+        return vec![lo; n];
+    }
+    let clip = |lambda: f64, x: f64| {
+        let y = lambda * x;
+        if x <= 0.0 || y <= lo {
             lo
         } else if y >= hi {
             hi
@@ -499,33 +509,31 @@ fn fill(v: &[f64], total: f64, lo: f64, hi: f64) -> Vec<f64> {
             y
         }
     };
-    let sum_at = |lambda: f64| v.iter().map(|&x| clip(lambda, x)).sum::<f64>();
-    let positive = v.iter().take_while(|&&x| x > 0.0).count();
-    if positive == 0 || total <= v.len() as f64 * lo {
-        return vec![lo; v.len()];
+    let mut prefix = Vec::with_capacity(positive.len() + 1);
+    prefix.push(0.0);
+    for &x in positive {
+        prefix.push(prefix[prefix.len() - 1] + x);
     }
-    let mut kinks: Vec<f64> =
-        v[..positive].iter().flat_map(|&x| [lo / x, hi / x]).filter(|k| k.is_finite() && *k > 0.0).collect();
-    kinks.sort_unstable_by(f64::total_cmp);
-    kinks.dedup();
-    // The number of kinks where Σ ≤ total; the solution lies on the piece after them.
-    let below = kinks.partition_point(|&k| sum_at(k) <= total);
-    let inside = match (below.checked_sub(1).map(|i| kinks[i]), kinks.get(below)) {
-        (None, Some(&right)) => right / 2.0,
-        (Some(left), Some(&right)) => left + (right - left) / 2.0,
-        (Some(left), None) => (left * 2.0).min(f64::MAX),
-        (None, None) => 1.0,
+    let sum_at = |lambda: f64| {
+        let capped = positive.partition_point(|&x| lambda * x >= hi);
+        let above_lo = positive.partition_point(|&x| lambda * x > lo);
+        capped as f64 * hi + lambda * (prefix[above_lo] - prefix[capped]) + (n - above_lo) as f64 * lo
     };
-    let (mut fixed, mut free_weight) = (0.0, 0.0);
-    for &x in v {
-        let y = clip(inside, x);
-        if y == lo || y == hi {
-            fixed += y;
-        } else {
-            free_weight += x;
+    // Invariant: Σ(below) ≤ total < Σ(above); λ = 0 gives n·lo.
+    let lambda = if sum_at(f64::MAX) <= total {
+        f64::MAX
+    } else {
+        let (mut below, mut above) = (0u64, f64::MAX.to_bits());
+        while above - below > 1 {
+            let middle = below + (above - below) / 2;
+            if sum_at(f64::from_bits(middle)) <= total {
+                below = middle;
+            } else {
+                above = middle;
+            }
         }
-    }
-    let lambda = if free_weight > 0.0 { (total - fixed) / free_weight } else { inside };
+        f64::from_bits(below)
+    };
     v.iter().map(|&x| clip(lambda, x)).collect()
 }
 
@@ -601,15 +609,22 @@ pub fn repair_to_limit(values: &[f64], limit: u64, d_max: u32) -> Result<Vec<u32
     let clean = |x: f64| if x.is_finite() && x > 0.0 { x } else { 0.0 };
     let mut order: Vec<usize> = (0..values.len()).collect();
     order.sort_by(|&a, &b| clean(values[b]).total_cmp(&clean(values[a])).then(a.cmp(&b)));
-    let max = order.first().map_or(0.0, |&k| clean(values[k]));
-    let sorted: Vec<f64> = order.iter().map(|&k| if max > 0.0 { clean(values[k]) / max } else { 0.0 }).collect();
-    let targets = fill(&sorted, limit as f64, 1.0, f64::from(d_max));
+    let sorted: Vec<f64> = order.iter().map(|&k| clean(values[k])).collect();
+    Ok(repair_in_order(&order, &sorted, limit, d_max))
+}
+
+/// [`repair_to_limit`] for entities already in rank `order`, with their raw values in that order
+/// (non-increasing, finite, ≥ 0). The limit must be feasible.
+fn repair_in_order(order: &[usize], sorted: &[f64], limit: u64, d_max: u32) -> Vec<u32> {
+    let max = sorted.first().copied().unwrap_or(0.0);
+    let scaled: Vec<f64> = sorted.iter().map(|&x| if max > 0.0 { x / max } else { 0.0 }).collect();
+    let targets = fill(&scaled, limit as f64, 1.0, f64::from(d_max));
     let rounded = round_exact(&targets, limit, 1, d_max);
-    let mut widths = vec![0u32; values.len()];
+    let mut widths = vec![0u32; order.len()];
     for (&k, &w) in order.iter().zip(&rounded) {
         widths[k] = w;
     }
-    Ok(widths)
+    widths
 }
 
 /// MR baseline: uniform random widths in `1..=d_max` for every user, then every item, repaired to
@@ -642,13 +657,15 @@ pub fn frequency_widths(
         return Err(Error::Settings(format!("freq^alpha widths need a finite alpha >= 0, not {alpha}")));
     }
     check_limit(limit, d_max, user_freq.len(), item_freq.len())?;
-    let top = user_freq.iter().chain(item_freq).copied().max().unwrap_or(0);
-    let raw: Vec<f64> = user_freq
+    let frequency: Vec<u32> = user_freq.iter().chain(item_freq).copied().collect();
+    // Ranked by frequency itself, not by f^α: a tiny α could make distinct frequencies equal floats.
+    let order = frequency_rank_order(&frequency);
+    let top = order.first().map_or(0, |&k| frequency[k]);
+    let sorted: Vec<f64> = order
         .iter()
-        .chain(item_freq)
-        .map(|&f| if f == 0 { 0.0 } else { (f64::from(f) / f64::from(top)).powf(alpha) })
+        .map(|&k| if frequency[k] == 0 { 0.0 } else { (f64::from(frequency[k]) / f64::from(top)).powf(alpha) })
         .collect();
-    let widths = repair_to_limit(&raw, limit, d_max)?;
+    let widths = repair_in_order(&order, &sorted, limit, d_max);
     Ok(SizeAssignment { users: widths[..user_freq.len()].to_vec(), items: widths[user_freq.len()..].to_vec() })
 }
 
@@ -1064,6 +1081,9 @@ mod tests {
         assert_eq!(w.users[2], 1); // frequency 0: the minimum
         assert_eq!(w.users[0], 8); // capped; the rest shared in proportion
         assert!(w.items[0] >= w.users[1] && w.users[1] >= w.items[1]);
+        // A vanishing α makes every f^α 1.0, but the frequency order still decides the leftovers.
+        let w = frequency_widths(7, 4, &[1, 2], &[3], 1e-30).unwrap();
+        assert_eq!(w, SizeAssignment { users: vec![2, 2], items: vec![3] });
         // Zero-frequency entities get more than 1 only when the limit needs it, shared evenly.
         let w = frequency_widths(22, 4, &[5, 0, 0], &[0, 0, 0], 0.5).unwrap();
         assert_eq!(w, SizeAssignment { users: vec![4, 4, 4], items: vec![4, 3, 3] });
@@ -1080,6 +1100,27 @@ mod tests {
         assert_eq!(SizeAssignment::from_node_widths(&s.as_node_widths(), 2), Some(s));
     }
 
+    #[test]
+    fn shares_and_rounding_are_as_documented() {
+        // Extra 10, cap 4: the first share (λ·1) is capped, the other 6 go in proportion
+        // (3, 1.5, 1.5); the tied leftover unit goes to the higher rank.
+        let targets = fill(&[1.0, 0.5, 0.25, 0.25], 10.0, 0.0, 4.0);
+        assert!(targets.iter().zip([4.0, 3.0, 1.5, 1.5]).all(|(x, y)| (x - y).abs() < 1e-12), "{targets:?}");
+        assert_eq!(round_exact(&targets, 10, 0, 4), vec![4, 3, 2, 1]);
+        // Float slop in either direction, and a total that needs passes.
+        assert_eq!(round_exact(&[2.999_999_9, 2.000_000_1, 1.0], 6, 1, 3), vec![3, 2, 1]);
+        assert_eq!(round_exact(&[3.0, 3.0, 3.0], 7, 1, 3), vec![3, 2, 2]);
+        assert_eq!(round_exact(&[1.0, 1.0, 1.0], 8, 1, 3), vec![3, 3, 2]);
+        // Zero weights stay at the floor until everyone else is capped.
+        assert_eq!(fill(&[1.0, 0.0], 3.0, 1.0, 2.0), vec![2.0, 1.0]);
+        // The extremes of the feasible range: all 1, all d_max.
+        let f = [4u32, 0, 9, 9];
+        for (limit, width) in [(8, 1), (8 * 7, 7)] {
+            let a = ActionSampler::new(limit, 7, &f, &f).unwrap().sample(&mut Pcg64Mcg::seed_from_u64(1));
+            assert_eq!(a.widths.as_node_widths(), vec![width; 8]);
+        }
+    }
+
     /// Widths along `order` (by frequency, decreasing; ties to the lower index) never increase.
     fn non_increasing_by_frequency(widths: &[u32], frequency: &[u32]) -> bool {
         let mut order: Vec<usize> = (0..frequency.len()).collect();
@@ -1092,7 +1133,7 @@ mod tests {
     }
 
     fn dataset() -> impl Strategy<Value = (Vec<u32>, Vec<u32>, u32)> {
-        let size = || prop_oneof![1usize..=12, 1usize..=3_000];
+        let size = || prop_oneof![2 => 1usize..=40, 1 => 1usize..=3_000];
         let top = || prop::sample::select(vec![0u32, 1, 3, 40, u32::MAX]);
         (size(), size(), top(), top(), prop::sample::select(vec![1u32, 2, 7, 64, 128])).prop_flat_map(
             |(n_u, n_v, top_u, top_v, d_max)| {
@@ -1102,19 +1143,19 @@ mod tests {
     }
 
     fn cases() -> u32 {
-        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96)
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128)
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
         /// Every action and baseline meets the limit exactly with widths in 1..=d_max, ordered by
-        /// frequency rank; w and the side budgets are feasible. Eight limits per dataset, the
-        /// extremes included.
+        /// frequency rank; w and the side budgets are feasible. Sixteen limits per dataset (2,048
+        /// with the default 128 cases), the extremes included.
         #[test]
         fn every_width_vector_is_exact(
             (user_freq, item_freq, d_max) in dataset(),
-            fractions in prop::collection::vec(prop_oneof![Just(0.0), Just(1.0), 0.0..=1.0f64], 8),
+            fractions in prop::collection::vec(prop_oneof![Just(0.0), Just(1.0), 0.0..=1.0f64], 16),
             seed in any::<u64>(),
         ) {
             let (n_u, n_v) = (user_freq.len() as u64, item_freq.len() as u64);
