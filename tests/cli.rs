@@ -431,7 +431,8 @@ fn search_exports_a_budgeted_model_and_resumes_to_the_same_bytes() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500 + attempt * 300 + attempt * 613 % 900);
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(500 + attempt * 300 + attempt * 613 % 900);
         let mut done = None;
         while std::time::Instant::now() < deadline {
             if let Some(status) = child.try_wait().unwrap() {
