@@ -462,3 +462,20 @@ fn search_exports_a_budgeted_model_and_resumes_to_the_same_bytes() {
     assert!(out.status.success());
     assert!(std::fs::read(&again).unwrap() == a, "same seed, same threads, different file");
 }
+
+/// Output into a closed pipe (`bet rank ... | head -1`) ends quietly instead of panicking.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let users: Vec<String> = (0..6).map(|u| u.to_string()).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bet"))
+        .args(["rank", &golden("lightgcn_f16_width.bet"), "--users", &users.join(","), "--k", "10"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before anything is written
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}

@@ -140,9 +140,9 @@ pub fn run_topk(opts: &TopkOptions) -> crate::Result<serde_json::Value> {
     const K: usize = 20;
     let w = workload(opts)?;
     let n_items = w.item_freq.len();
-    println!("workload: {} users x {} items, {} queries, {}", w.user_freq.len(), n_items, w.users.len(), w.source);
+    crate::out!("workload: {} users x {} items, {} queries, {}", w.user_freq.len(), n_items, w.users.len(), w.source);
     let bandwidth = read_bandwidth();
-    println!("single-core read bandwidth: {:.2} GB/s", bandwidth / 1e9);
+    crate::out!("single-core read bandwidth: {:.2} GB/s", bandwidth / 1e9);
 
     // Dense baseline: f32 table, ndarray .dot (one thread: matrixmultiply's gemv does not thread).
     let mut rng = SplitMix(11);
@@ -160,7 +160,7 @@ pub fn run_topk(opts: &TopkOptions) -> crate::Result<serde_json::Value> {
             })
             .collect(),
     );
-    println!("dense f32 ndarray .dot one-user top-{K}: median {:.1} us", dense_one * 1e6);
+    crate::out!("dense f32 ndarray .dot one-user top-{K}: median {:.1} us", dense_one * 1e6);
     let batch_users: Vec<u32> = w.users.iter().copied().take(1024).collect();
     let dense_batch = median(
         (0..3)
@@ -187,7 +187,7 @@ pub fn run_topk(opts: &TopkOptions) -> crate::Result<serde_json::Value> {
             })
             .collect(),
     );
-    println!("dense f32 ndarray batch of {}: median {:.1} ms", batch_users.len(), dense_batch * 1e3);
+    crate::out!("dense f32 ndarray batch of {}: median {:.1} ms", batch_users.len(), dense_batch * 1e3);
 
     let mut budgets = vec![];
     for keep_text in ["0.1", "0.05"] {
@@ -254,7 +254,7 @@ pub fn run_topk(opts: &TopkOptions) -> crate::Result<serde_json::Value> {
                 .collect(),
         );
         let s = model.summary();
-        println!(
+        crate::out!(
             "keep {keep_text} f16 ({:?} kernel): file {:.2} MB, item values {:.2} MB, limit {}, stored {}",
             model.kernel(),
             bytes.len() as f64 / 1e6,
@@ -262,7 +262,7 @@ pub fn run_topk(opts: &TopkOptions) -> crate::Result<serde_json::Value> {
             s.budget.map_or(0, |b| b.limit),
             s.budget.map_or(0, |b| b.stored)
         );
-        println!(
+        crate::out!(
             "  one-user top-{K}: warm {:.1} us, cold {:.1} us; floor {:.1} us (cold/floor {:.2}); {:.1}x faster than dense warm",
             warm * 1e6,
             cold * 1e6,
@@ -270,7 +270,7 @@ pub fn run_topk(opts: &TopkOptions) -> crate::Result<serde_json::Value> {
             cold / floor,
             dense_one / warm
         );
-        println!(
+        crate::out!(
             "  batch of {}: {:.2} ms ({:.0} users/s; dense {:.1}x slower); open+validate {:.0} us, with CRCs {:.0} us",
             batch_users.len(),
             batch * 1e3,
@@ -325,16 +325,19 @@ pub fn run_eval(data_dir: &Path, repeats: usize) -> crate::Result<serde_json::Va
     let mut last = None;
     for _ in 0..repeats.max(1) {
         let (t, m) = time(|| evaluate(&scorer, &split, Target::Test, None));
-        println!(
+        crate::out!(
             "full-ranking evaluation of {} users x {} items: {:.2} s (Recall@20 {:.4}, random vectors)",
-            m.users, split.n_items, t, m.recall[2]
+            m.users,
+            split.n_items,
+            t,
+            m.recall[2]
         );
         times.push(t);
         last = Some(m);
     }
     let threads = rayon::current_num_threads();
     let med = median(times.clone());
-    println!("median {med:.2} s over {} runs, {threads} threads", times.len());
+    crate::out!("median {med:.2} s over {} runs, {threads} threads", times.len());
     Ok(json!({
         "schema": "bet-bench-eval/1",
         "users": last.map_or(0, |m| m.users),
@@ -374,7 +377,7 @@ pub fn run_train(
     }
     let med = median(times.clone());
     let threads = rayon::current_num_threads();
-    println!(
+    crate::out!(
         "{} step on {} ({} users, {} items, {} training pairs, batch 10,000, d 128): median {:.1} ms, min {:.1} ms \
          over {} steps, {threads} threads",
         kind.name(),
@@ -413,7 +416,7 @@ pub fn run_train(
         let adam_bytes = (n * d) as f64 * 4.0 * 7.0; // read p, g, m, v; write p, m, v
         let bandwidth = read_bandwidth_threads();
         let floor = (gathered + adam_bytes) / bandwidth;
-        println!(
+        crate::out!(
             "floor: {:.0} MB gathered by the products + {:.0} MB of Adam traffic at {:.1} GB/s measured read \
              bandwidth ({threads} threads) = {:.1} ms; the step is {:.1}x its floor",
             gathered / 1e6,
@@ -433,7 +436,7 @@ pub fn run_train(
                 black_box(model.step(&batch, reg, &mut adam, Schedule::TRAIN.rate(step)));
             }
         });
-        println!("one epoch ({steps} steps, sampling included): {t:.2} s");
+        crate::out!("one epoch ({steps} steps, sampling included): {t:.2} s");
         out["epoch_seconds"] = json!(t);
         out["epoch_steps"] = json!(steps);
     }

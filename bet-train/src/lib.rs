@@ -29,6 +29,18 @@ pub mod train;
 
 pub use error::{Error, Result};
 
+/// `println!` for command-line output that ends the process quietly (exit 0) when stdout is
+/// closed, as in `bet rank ... | head -1`, instead of panicking on the broken pipe.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

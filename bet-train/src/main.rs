@@ -198,11 +198,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Inspect { file, json } => match report::inspect(&file) {
             Ok(r) if json => {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                bet_train::out!("{}", serde_json::to_string_pretty(&r)?);
                 Ok(ExitCode::SUCCESS)
             }
             Ok(r) => {
-                print!("{}", r.render());
+                bet_train::out!("{}", r.render().trim_end_matches('\n'));
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -213,7 +213,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify { file, max_params, max_bytes } => {
             let v = report::verify(&file, Limits { max_params, max_bytes });
             if v.exit_code == 0 {
-                println!("{}", v.line);
+                bet_train::out!("{}", v.line);
             } else {
                 eprintln!("{}", v.line);
             }
@@ -240,7 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let filter = Filter { exclude: Some(bet_runtime::ItemSet::Sorted(&exclude)), allow: None };
             let line = |label: String, top: &[Scored]| {
                 let cells: Vec<String> = top.iter().map(|s| format!("{}:{:08x}", s.index, s.score.to_bits())).collect();
-                println!("{label}: {}", cells.join(" "));
+                bet_train::out!("{label}: {}", cells.join(" "));
             };
             for user in users {
                 let got = model.top_k(user, k, &filter, &mut out)?;
@@ -530,7 +530,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let bytes = write_model(model, &data, &split, &settings, Some(&validation), Some(&test))?;
     bet_format::write_atomic(&a.out, &bytes)?;
     let line = |name: &str, m: &bet_train::eval::Metrics| {
-        println!(
+        bet_train::out!(
             "{name} (from {} by bet-runtime): Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}",
             a.out.display(),
             m.recall[0],
@@ -542,7 +542,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         )
     };
     let stored: u64 = outcome.widths.iter().map(|&w| u64::from(w)).sum::<u64>() * u64::from(kind.tables());
-    println!(
+    bet_train::out!(
         "{} wrote {} ({} bytes): {stored} of {limit} values; pretrain {:.0} s, search {:.0} s, retrain {:.0} s",
         method.name(),
         a.out.display(),
@@ -733,7 +733,7 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let val = evaluate(&*s, &split, Target::Validation, None);
     let test = evaluate(&*s, &split, Target::Test, None);
     let line = |name: &str, m: &bet_train::eval::Metrics| {
-        println!(
+        bet_train::out!(
             "{name} (trainer-evaluated): Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}  eq.13 {:.4}",
             m.recall[0],
             m.recall[1],
@@ -744,7 +744,7 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
             m.ensemble()
         )
     };
-    println!(
+    bet_train::out!(
         "trained {} steps (best at step {}), last-round loss {:.4}, {:.1} s",
         report.steps,
         report.best_step,
@@ -780,7 +780,7 @@ fn data_report(path: &Path, protocol: ProtocolArg, seed: u64, json: Option<&Path
     let data = bet_train::data::load(path)?;
     let r = &data.report;
     let sha: String = data.sha256.iter().map(|b| format!("{b:02x}")).collect();
-    println!(
+    bet_train::out!(
         "{}: {} users, {} items, {} interactions ({} rows, {} duplicates merged), sha256 {sha}",
         data.name,
         data.n_users,
@@ -791,7 +791,7 @@ fn data_report(path: &Path, protocol: ProtocolArg, seed: u64, json: Option<&Path
     );
     let protocol = protocol_of(protocol);
     let split = Split::new(&data, protocol, seed)?;
-    println!(
+    bet_train::out!(
         "split {} (seed {seed}): train {}, validation {}, test {}",
         protocol.name(),
         split.train.len(),
@@ -802,10 +802,17 @@ fn data_report(path: &Path, protocol: ProtocolArg, seed: u64, json: Option<&Path
     let mut results = serde_json::Map::new();
     for (name, target) in [("validation", Target::Validation), ("test", Target::Test)] {
         let m = evaluate(&popular, &split, target, None);
-        println!(
+        bet_train::out!(
             "most-popular baseline, {name} (trainer-evaluated, {} users, {} without held-out items): \
                   Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}",
-            m.users, m.skipped, m.recall[0], m.recall[1], m.recall[2], m.ndcg[0], m.ndcg[1], m.ndcg[2]
+            m.users,
+            m.skipped,
+            m.recall[0],
+            m.recall[1],
+            m.recall[2],
+            m.ndcg[0],
+            m.ndcg[1],
+            m.ndcg[2]
         );
         results.insert(
             name.into(),
@@ -832,26 +839,26 @@ fn demo(out: &Path, sparsity: &str) -> anyhow::Result<ExitCode> {
     let model = SyntheticModel::budgeted(&zipf_frequencies(n_users, 1), &zipf_frequencies(n_items, 2), 128, keep, 42)?;
     let bytes = model.to_bytes(ValueDtype::F16, "demo (synthetic)")?;
     bet_format::write_atomic(&path, &bytes)?;
-    println!("== wrote {} ({} bytes)\n", path.display(), bytes.len());
-    println!("== bet inspect {}", path.display());
-    print!("{}", report::inspect(&path).map_err(|e| anyhow::anyhow!("{e}"))?.render());
+    bet_train::out!("== wrote {} ({} bytes)\n", path.display(), bytes.len());
+    bet_train::out!("== bet inspect {}", path.display());
+    bet_train::out!("{}", report::inspect(&path).map_err(|e| anyhow::anyhow!("{e}"))?.render().trim_end_matches('\n'));
     let limit = bet_format::Budget::limit_for(keep, 128, (n_users + n_items) as u64)?;
-    println!("\n== bet verify {} --max-params {limit}", path.display());
+    bet_train::out!("\n== bet verify {} --max-params {limit}", path.display());
     let v = report::verify(&path, Limits { max_params: Some(limit), max_bytes: None });
-    println!("{} (exit {})", v.line, v.exit_code);
+    bet_train::out!("{} (exit {})", v.line, v.exit_code);
     let tight = limit / 2;
-    println!("\n== bet verify {} --max-params {tight}   (a gate that must fail)", path.display());
+    bet_train::out!("\n== bet verify {} --max-params {tight}   (a gate that must fail)", path.display());
     let v2 = report::verify(&path, Limits { max_params: Some(tight), max_bytes: None });
-    println!("{} (exit {})", v2.line, v2.exit_code);
+    bet_train::out!("{} (exit {})", v2.line, v2.exit_code);
     anyhow::ensure!(v.exit_code == 0 && v2.exit_code == 1, "the size gate did not behave");
 
     let model = Model::read(&path)?;
-    println!("\n== top-10 with bet-runtime ({:?} kernel)", model.kernel());
+    bet_train::out!("\n== top-10 with bet-runtime ({:?} kernel)", model.kernel());
     let mut top = [Scored::EMPTY; 10];
     for user in [0u32, 1, 2] {
         let n = model.top_k(user, 10, &Filter::NONE, &mut top)?;
         let items: Vec<String> = top[..n].iter().map(|s| format!("{}:{:.4}", s.index, s.score)).collect();
-        println!("user {user}: {}", items.join(" "));
+        bet_train::out!("user {user}: {}", items.join(" "));
     }
     Ok(ExitCode::SUCCESS)
 }
