@@ -37,7 +37,7 @@ use crate::eval::{Metrics, Target, evaluate};
 use crate::lightgcn::Placement;
 use crate::predictor::{PredictorKind, ReplayBuffer, Widths, train_iteration};
 use crate::split::Split;
-use crate::train::{TrainConfig, equal_widths, train};
+use crate::train::{TrainConfig, equal_widths, restore, snapshot, train};
 use crate::{Error, Result};
 
 /// Which method chooses the widths.
@@ -167,12 +167,6 @@ fn seeded(seed: u64, stream: u64) -> Pcg64Mcg {
     ))
 }
 
-fn restore(model: &mut dyn Backbone, from: &[Vec<f32>]) {
-    for (dst, src) in model.tensors_mut().into_iter().zip(from) {
-        dst.copy_from_slice(src);
-    }
-}
-
 /// A fixed seeded half of the users (the reference samples a fresh 50% per evaluation; a fixed
 /// subset removes that noise).
 fn fitness_subset(n_users: usize, take: usize, seed: u64) -> Vec<u32> {
@@ -216,7 +210,7 @@ pub fn run_search(
     train(&mut *model, split, &config.train, Some(&pretrain_plan), |s, _| {
         progress("pretrain", s, config.train.max_steps)
     })?;
-    let pretrained: Vec<Vec<f32>> = model.tensors().iter().map(|t| t.to_vec()).collect();
+    let pretrained = snapshot(&*model);
     let pretrain_seconds = started.elapsed().as_secs_f64();
     let users = fitness_subset(nu, config.fitness_users, config.seed);
     let reference = evaluate(&*model.scorer(), split, Target::Validation, Some(&users)).ensemble();

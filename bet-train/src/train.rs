@@ -240,11 +240,13 @@ fn metrics_from(a: [f64; 6], users: usize) -> Metrics {
     Metrics { recall: [a[0], a[1], a[2]], ndcg: [a[3], a[4], a[5]], users, skipped: 0 }
 }
 
-fn snapshot(model: &dyn Backbone) -> Vec<Vec<f32>> {
+/// A copy of every parameter tensor.
+pub(crate) fn snapshot(model: &dyn Backbone) -> Vec<Vec<f32>> {
     model.tensors().iter().map(|t| t.to_vec()).collect()
 }
 
-fn restore(model: &mut dyn Backbone, from: &[Vec<f32>]) {
+/// Copies `from` back into the parameter tensors.
+pub(crate) fn restore(model: &mut dyn Backbone, from: &[Vec<f32>]) {
     for (dst, src) in model.tensors_mut().into_iter().zip(from) {
         dst.copy_from_slice(src);
     }
