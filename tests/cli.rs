@@ -463,6 +463,100 @@ fn search_exports_a_budgeted_model_and_resumes_to_the_same_bytes() {
     assert!(std::fs::read(&again).unwrap() == a, "same seed, same threads, different file");
 }
 
+/// Every baseline and ablation runs through the same pipeline on the sample: each writes a
+/// valid file at exactly its limit, with the candidates its method defines; the paper's input
+/// placement is measured by the trainer, labelled so, and exports nothing.
+#[test]
+fn every_method_fills_its_limit_and_input_placement_is_trainer_evaluated() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/gowalla-sample");
+    let ckpt = dir.path().join("ckpt");
+    let run = |method: &str, placement: &str| -> (std::process::Output, PathBuf) {
+        let out = dir.path().join(format!("{method}-{placement}.bet"));
+        let output = Command::new(env!("CARGO_BIN_EXE_bet"))
+            .args([
+                "search",
+                "--dataset",
+                sample.to_str().unwrap(),
+                "--d-max",
+                "8",
+                "--sparsity",
+                "0.8",
+                "--method",
+                method,
+                "--placement",
+                placement,
+                "--iterations",
+                "4",
+                "--candidates",
+                "5",
+                "--finetune-epochs",
+                "1",
+                "--retrain-top",
+                "1",
+                "--round-steps",
+                "4",
+                "--max-steps",
+                "8",
+                "--threads",
+                "2",
+                "--checkpoint-dir",
+                ckpt.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        (output, out)
+    };
+    let report = |out: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap()
+    };
+    for (method, candidates, strategy) in [
+        ("es", 1, Some("es")),
+        ("mr", 1, Some("mr")),
+        ("freq", 3, None),
+        ("bet-random", 4, Some("random")),
+        ("bet-plain", 4, None),
+    ] {
+        let (output, out) = run(method, "output");
+        assert!(output.status.success(), "{method}: {}", String::from_utf8_lossy(&output.stderr));
+        let (code, _, err) = bet(&["verify", out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{method}: {err}");
+        let r = report(&out);
+        assert_eq!(r["method"], method);
+        assert_eq!(r["stored_values"], r["limit"], "{method} leaves part of its limit unused");
+        assert_eq!(r["evaluated_by"], "bet-runtime (the exported file)");
+        let evaluated = r["evaluated"].as_array().unwrap();
+        assert_eq!(evaluated.len(), candidates, "{method}");
+        if let Some(strategy) = strategy {
+            assert!(evaluated.iter().all(|e| e["strategy"] == strategy), "{method}: {evaluated:?}");
+        }
+        let histogram: Vec<u64> =
+            r["width_histogram"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        let used: Vec<usize> = (0..histogram.len()).filter(|&w| histogram[w] > 0).collect();
+        match method {
+            // Equal widths: one width, plus one more for the most frequent that take the remainder.
+            "es" => assert!(used.len() <= 2 && used.last().unwrap() - used[0] <= 1, "{histogram:?}"),
+            "freq" => {
+                let names: Vec<&str> = evaluated.iter().map(|e| e["strategy"].as_str().unwrap()).collect();
+                assert_eq!(names, ["freq^0.25", "freq^0.5", "freq^1"]);
+                assert!(evaluated.iter().all(|e| e["fitness"].as_f64().is_some_and(f64::is_finite)));
+            }
+            "bet-plain" => assert!(evaluated.iter().any(|e| e["strategy"] == "greedy"), "{evaluated:?}"),
+            _ => assert!(used.len() > 2, "{method} gave nearly equal widths: {histogram:?}"),
+        }
+    }
+    // The paper's placement: searched and retrained the same way, measured by the trainer.
+    let (output, out) = run("es", "input");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("test (trainer-evaluated)"));
+    assert!(!out.exists(), "an input-placement model must not be exported");
+    let r = report(&out);
+    assert_eq!(r["evaluated_by"], "trainer (input placement cannot be exported)");
+    assert!(r["file"].is_null() && r["test"]["recall"][2].as_f64().unwrap() > 0.0);
+}
+
 /// Output into a closed pipe (`bet rank ... | head -1`) ends quietly instead of panicking.
 #[test]
 fn a_closed_stdout_is_not_a_panic() {

@@ -513,26 +513,11 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         bar.set_position(done as u64);
     })?;
     bar.finish_and_clear();
-    // Export, then measure the file with the runtime; the metrics go into its metadata.
-    let dtype = match a.dtype {
-        DtypeArg::F32 => bet_format::ValueDtype::F32,
-        DtypeArg::F16 => bet_format::ValueDtype::F16,
-    };
-    let settings = ExportSettings { keep: Some(keep), seed: a.seed, threads: threads as u32, dtype };
     let model = &*outcome.model;
-    let draft = write_model(model, &data, &split, &settings, None, None)?;
-    let runtime = bet_runtime::Model::new(bet_format::AlignedBytes::new(&draft))?;
-    let validation = evaluate_runtime(&runtime, &split, Target::Validation, None)?;
-    let test = evaluate_runtime(&runtime, &split, Target::Test, None)?;
-    let check_users: Vec<u32> = (0..split.n_users.min(2000) as u32).collect();
-    let shipped = shipped_scorer(&model.export_tables()?, dtype);
-    let agreement = parity(&*shipped, &runtime, &split, Target::Test, Some(&check_users))?;
-    let bytes = write_model(model, &data, &split, &settings, Some(&validation), Some(&test))?;
-    bet_format::write_atomic(&a.out, &bytes)?;
-    let line = |name: &str, m: &bet_train::eval::Metrics| {
+    let stored: u64 = outcome.widths.iter().map(|&w| u64::from(w)).sum::<u64>() * u64::from(kind.tables());
+    let line = |name: &str, source: &str, m: &bet_train::eval::Metrics| {
         bet_train::out!(
-            "{name} (from {} by bet-runtime): Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}",
-            a.out.display(),
+            "{name} ({source}): Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}",
             m.recall[0],
             m.recall[1],
             m.recall[2],
@@ -541,18 +526,58 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
             m.ndcg[2]
         )
     };
-    let stored: u64 = outcome.widths.iter().map(|&w| u64::from(w)).sum::<u64>() * u64::from(kind.tables());
-    bet_train::out!(
-        "{} wrote {} ({} bytes): {stored} of {limit} values; pretrain {:.0} s, search {:.0} s, retrain {:.0} s",
-        method.name(),
-        a.out.display(),
-        bytes.len(),
-        outcome.seconds[0],
-        outcome.seconds[1],
-        outcome.seconds[2]
+    let timing = format!(
+        "pretrain {:.0} s, search {:.0} s, retrain {:.0} s",
+        outcome.seconds[0], outcome.seconds[1], outcome.seconds[2]
     );
-    line("validation", &validation);
-    line("test", &test);
+    // The paper's input placement leaves the propagated vectors dense: such a model has no
+    // budgeted file, so it is measured by the trainer, labelled so, and nothing is exported.
+    let exportable = !(kind.has_placement() && placement == Placement::Input);
+    let (validation, test, evaluated_by, file, parity_json) = if exportable {
+        // Export, then measure the file with the runtime; the metrics go into its metadata.
+        let dtype = match a.dtype {
+            DtypeArg::F32 => bet_format::ValueDtype::F32,
+            DtypeArg::F16 => bet_format::ValueDtype::F16,
+        };
+        let settings = ExportSettings { keep: Some(keep), seed: a.seed, threads: threads as u32, dtype };
+        let draft = write_model(model, &data, &split, &settings, None, None)?;
+        let runtime = bet_runtime::Model::new(bet_format::AlignedBytes::new(&draft))?;
+        let validation = evaluate_runtime(&runtime, &split, Target::Validation, None)?;
+        let test = evaluate_runtime(&runtime, &split, Target::Test, None)?;
+        let check_users: Vec<u32> = (0..split.n_users.min(2000) as u32).collect();
+        let shipped = shipped_scorer(&model.export_tables()?, dtype);
+        let agreement = parity(&*shipped, &runtime, &split, Target::Test, Some(&check_users))?;
+        let bytes = write_model(model, &data, &split, &settings, Some(&validation), Some(&test))?;
+        bet_format::write_atomic(&a.out, &bytes)?;
+        bet_train::out!(
+            "{} wrote {} ({} bytes): {stored} of {limit} values; {timing}",
+            method.name(),
+            a.out.display(),
+            bytes.len()
+        );
+        let source = format!("from {} by bet-runtime", a.out.display());
+        line("validation", &source, &validation);
+        line("test", &source, &test);
+        let parity_json = serde_json::json!({"users": agreement.users, "max_abs_diff": agreement.max_abs_diff, "same_top20": agreement.same_top20});
+        let file = serde_json::json!({"path": a.out.display().to_string(), "bytes": bytes.len()});
+        (validation, test, "bet-runtime (the exported file)", file, parity_json)
+    } else {
+        let validation = bet_train::eval::evaluate(&*model.scorer(), &split, Target::Validation, None);
+        let test = bet_train::eval::evaluate(&*model.scorer(), &split, Target::Test, None);
+        bet_train::out!(
+            "{} chose widths storing {stored} of {limit} ego values; input placement: not exported (its propagated vectors are dense); {timing}",
+            method.name()
+        );
+        line("validation", "trainer-evaluated", &validation);
+        line("test", "trainer-evaluated", &test);
+        (
+            validation,
+            test,
+            "trainer (input placement cannot be exported)",
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+        )
+    };
     let m = |m: &bet_train::eval::Metrics| serde_json::json!({"recall": m.recall, "ndcg": m.ndcg, "eq13": m.ensemble(), "users": m.users});
     let mut histogram = vec![0u64; a.d_max as usize + 1];
     for &w in &outcome.widths {
@@ -570,11 +595,11 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         "reference_fitness": outcome.reference_fitness,
         "evaluated": outcome.evaluated,
         "retrained": outcome.retrained.iter().map(|(i, v)| serde_json::json!({"evaluated": i, "validation_trainer": m(v)})).collect::<Vec<_>>(),
-        "evaluated_by": "bet-runtime (the exported file)",
+        "evaluated_by": evaluated_by,
         "validation": m(&validation), "test": m(&test),
-        "parity": {"users": agreement.users, "max_abs_diff": agreement.max_abs_diff, "same_top20": agreement.same_top20},
+        "parity": parity_json,
         "seconds": {"pretrain": outcome.seconds[0], "search": outcome.seconds[1], "retrain": outcome.seconds[2], "total": started.elapsed().as_secs_f64()},
-        "file": a.out.display().to_string(), "file_bytes": bytes.len(),
+        "file": file,
     });
     bet_format::write_atomic(&a.out.with_extension("json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     let title = format!("{} {} on {} (keep {keep})", method.name(), kind.name(), data.name);
