@@ -272,6 +272,36 @@ fn train_runs_reports_and_refuses_bad_settings() {
     assert_eq!(bet(&["train", "--dataset", csv.to_str().unwrap(), "--sparsity", "1.5"]).0, 2);
 }
 
+/// Runs `bet ARGS` again and again, each attempt SIGKILLed after `delay_ms(attempt)` unless it
+/// ends first; every restart resumes from the checkpoints, so the work moves on until one
+/// attempt lives to the end (which must succeed). Returns the number of kills and the last
+/// attempt's stderr.
+fn kill_until_done(args: &[String], attempts: u64, delay_ms: impl Fn(u64) -> u64) -> (usize, String) {
+    let mut kills = 0;
+    for attempt in 0..attempts {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bet"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(delay_ms(attempt));
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+                assert!(status.success(), "{err}");
+                return (kills, err);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        kills += 1;
+    }
+    panic!("no attempt of {attempts} lived to the end ({kills} kills)");
+}
+
 /// A run killed with SIGKILL again and again (at every moment, mid-checkpoint included) and
 /// restarted each time ends with the same parameters, byte for byte, as an uninterrupted run.
 #[test]
@@ -318,41 +348,10 @@ fn killed_training_resumes_to_the_same_model() {
     let killed = dir.path().join("killed.state");
     let ckpt = dir.path().join("ckpt-b");
     let args = common(&ckpt, &killed);
-    let (mut kills, mut resumed) = (0, 0);
     // Kill after varying delays, so kills land at different points of the run: before the
-    // first checkpoint, between steps, and during checkpoint writes. Each restart resumes, so
-    // the run moves on until one attempt lives to the end.
-    for attempt in 0..100u64 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bet"))
-            .args(&args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300 + attempt * 397 % 1700);
-        let mut done = None;
-        while std::time::Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                done = Some(status);
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        match done {
-            Some(status) => {
-                let mut err = String::new();
-                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-                assert!(status.success(), "{err}");
-                resumed += usize::from(err.contains("resumed from step"));
-                break;
-            }
-            None => {
-                child.kill().unwrap(); // SIGKILL on Unix
-                child.wait().unwrap();
-                kills += 1;
-            }
-        }
-    }
+    // first checkpoint, between steps, and during checkpoint writes.
+    let (kills, err) = kill_until_done(&args, 100, |attempt| 300 + attempt * 397 % 1700);
+    let resumed = usize::from(err.contains("resumed from step"));
     assert!(kills >= 2, "the run ended before it could be killed twice ({kills})");
     assert_eq!(resumed, 1, "the last run did not resume from a checkpoint");
     let (a, b) = (std::fs::read(&straight).unwrap(), std::fs::read(&killed).unwrap());
@@ -423,36 +422,7 @@ fn search_exports_a_budgeted_model_and_resumes_to_the_same_bytes() {
     // Killed at varying moments and restarted until it finishes.
     let killed = dir.path().join("killed.bet");
     let ckpt = dir.path().join("b");
-    let mut kills = 0;
-    for attempt in 0..60u64 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bet"))
-            .args(args(&ckpt, &killed))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline =
-            std::time::Instant::now() + std::time::Duration::from_millis(500 + attempt * 300 + attempt * 613 % 900);
-        let mut done = None;
-        while std::time::Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                done = Some(status);
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        match done {
-            Some(status) => {
-                assert!(status.success());
-                break;
-            }
-            None => {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-            }
-        }
-    }
+    let (kills, _) = kill_until_done(&args(&ckpt, &killed), 60, |attempt| 500 + attempt * 300 + attempt * 613 % 900);
     assert!(kills >= 1, "the search ended before it could be killed");
     let (a, b) = (std::fs::read(&straight).unwrap(), std::fs::read(&killed).unwrap());
     assert!(a == b, "a resumed search wrote a different file");

@@ -159,6 +159,30 @@ impl LightGcnBackbone {
     }
 }
 
+/// The width accessors of every backbone: each keeps its widths as `model.widths`.
+macro_rules! width_accessors {
+    () => {
+        fn widths(&self) -> &[u32] {
+            &self.model.widths
+        }
+        fn set_widths(&mut self, widths: Vec<u32>) {
+            self.model.widths = widths;
+        }
+    };
+}
+
+/// The parameter accessors of the backbones that keep a list of flat tensors as `model.tensors`.
+macro_rules! tensor_list_accessors {
+    () => {
+        fn tensors(&self) -> Vec<&[f32]> {
+            self.model.tensors.iter().map(|t| t.as_slice()).collect()
+        }
+        fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
+            self.model.tensors.iter_mut().map(|t| t.as_mut_slice()).collect()
+        }
+    };
+}
+
 impl Backbone for LightGcnBackbone {
     fn tensors(&self) -> Vec<&[f32]> {
         vec![&self.model.ego]
@@ -177,12 +201,7 @@ impl Backbone for LightGcnBackbone {
     fn scorer(&self) -> Box<dyn Scorer + '_> {
         Box::new(self.dense_scorer())
     }
-    fn widths(&self) -> &[u32] {
-        &self.model.widths
-    }
-    fn set_widths(&mut self, widths: Vec<u32>) {
-        self.model.widths = widths;
-    }
+    width_accessors!();
     fn export_tables(&self) -> crate::Result<ExportTables> {
         let m = &self.model;
         let (kind, placement) = if m.layers == 0 {
@@ -209,12 +228,7 @@ pub struct NgcfBackbone {
 }
 
 impl Backbone for NgcfBackbone {
-    fn tensors(&self) -> Vec<&[f32]> {
-        self.model.tensors.iter().map(|t| t.as_slice()).collect()
-    }
-    fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
-        self.model.tensors.iter_mut().map(|t| t.as_mut_slice()).collect()
-    }
+    tensor_list_accessors!();
     fn default_reg(&self) -> f32 {
         NGCF_REG
     }
@@ -226,12 +240,7 @@ impl Backbone for NgcfBackbone {
     fn scorer(&self) -> Box<dyn Scorer + '_> {
         Box::new(self.model.scorer(&self.adj))
     }
-    fn widths(&self) -> &[u32] {
-        &self.model.widths
-    }
-    fn set_widths(&mut self, widths: Vec<u32>) {
-        self.model.widths = widths;
-    }
+    width_accessors!();
     fn export_tables(&self) -> crate::Result<ExportTables> {
         let m = &self.model;
         let placement = refuse_input(m.placement)?;
@@ -247,12 +256,7 @@ pub struct NcfBackbone {
 }
 
 impl Backbone for NcfBackbone {
-    fn tensors(&self) -> Vec<&[f32]> {
-        self.model.tensors.iter().map(|t| t.as_slice()).collect()
-    }
-    fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
-        self.model.tensors.iter_mut().map(|t| t.as_mut_slice()).collect()
-    }
+    tensor_list_accessors!();
     fn default_reg(&self) -> f32 {
         NCF_REG
     }
@@ -264,12 +268,7 @@ impl Backbone for NcfBackbone {
     fn scorer(&self) -> Box<dyn Scorer + '_> {
         Box::new(self.model.scorer())
     }
-    fn widths(&self) -> &[u32] {
-        &self.model.widths
-    }
-    fn set_widths(&mut self, widths: Vec<u32>) {
-        self.model.widths = widths;
-    }
+    width_accessors!();
     fn export_tables(&self) -> crate::Result<ExportTables> {
         let m = &self.model;
         let d = m.d;

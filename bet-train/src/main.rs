@@ -499,14 +499,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         config.retrain_top,
         config.checkpoint_dir.display()
     );
-    let bar = indicatif::ProgressBar::new(0);
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} {msg} {pos}/{len}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(0, "{elapsed_precise} {msg} {pos}/{len}");
     let outcome = run_search(&split, &config, |phase, done, total| {
         bar.set_message(phase.to_string());
         bar.set_length(total as u64);
@@ -605,6 +598,18 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let title = format!("{} {} on {} (keep {keep})", method.name(), kind.name(), data.name);
     bet_format::write_atomic(&a.out.with_extension("svg"), search_svg(&outcome.evaluated, &title).as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal (CI logs, pipes).
+fn progress_bar(length: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(length);
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 fn backbone_kind(m: ModelArg) -> bet_train::backbone::BackboneKind {
@@ -728,14 +733,7 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         threads
     );
     eprintln!("checkpoint: {}", plan.path.display());
-    let bar = indicatif::ProgressBar::new(config.max_steps.min(a.max_steps) as u64);
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} step {pos} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(config.max_steps.min(a.max_steps) as u64, "{elapsed_precise} step {pos} {msg}");
     let report = train(&mut *model, &split, &config, Some(&plan), |step, loss| {
         bar.set_position(step as u64);
         bar.set_message(format!("loss {loss:.4}"));
