@@ -203,7 +203,7 @@ pub fn evaluate<S: Scorer + ?Sized>(scorer: &S, split: &Split, target: Target, u
     let n_items = scorer.n_items();
     // Users per GEMM: large enough that packing the item table is paid rarely.
     const CHUNK: usize = 1024;
-    let per_chunk: Vec<([f64; 6], usize, usize)> = users
+    let per_chunk: Vec<MetricSums> = users
         .par_chunks(CHUNK)
         // One scores buffer per worker thread, kept across blocks and calls: a fresh 80 MB
         // buffer per block costs page faults (`map_init` would make one per rayon split).
@@ -211,40 +211,69 @@ pub fn evaluate<S: Scorer + ?Sized>(scorer: &S, split: &Split, target: Target, u
             let mut scores = SCORES.with(|b| std::mem::take(&mut *b.borrow_mut()));
             scores.resize(chunk.len() * n_items, 0.0);
             scorer.score_users(chunk, &mut scores);
-            let mut sum = [0.0; 6];
-            let (mut evaluated, mut skipped) = (0, 0);
+            let mut sums = MetricSums::default();
             for (row, &u) in scores.chunks_exact_mut(n_items.max(1)).zip(chunk) {
                 let positives = held_out.of(u as usize);
-                if positives.is_empty() {
-                    skipped += 1;
-                    continue;
-                }
-                let ranked =
-                    top(row, [split.train.of(u as usize), extra_excluded.map_or(&[][..], |e| e.of(u as usize))]);
-                for (s, m) in sum.iter_mut().zip(user_metrics(&ranked, positives)) {
-                    *s += m;
-                }
-                evaluated += 1;
+                sums.add_user((!positives.is_empty()).then(|| {
+                    let ranked =
+                        top(row, [split.train.of(u as usize), extra_excluded.map_or(&[][..], |e| e.of(u as usize))]);
+                    user_metrics(&ranked, positives)
+                }));
             }
             SCORES.with(|b| *b.borrow_mut() = scores);
-            (sum, evaluated, skipped)
+            sums
         })
         .collect();
-    let mut total = [0.0; 6];
-    let (mut evaluated, mut skipped) = (0, 0);
-    for (s, e, k) in per_chunk {
-        for (t, x) in total.iter_mut().zip(s) {
+    let mut total = MetricSums::default();
+    for sums in per_chunk {
+        total.merge(&sums);
+    }
+    total.means()
+}
+
+/// Running sums of the six per-user metrics (Recall@5/10/20, NDCG@5/10/20) and the user
+/// counts; both evaluators (trainer scores, runtime top-k) reduce through it, so they average
+/// the same way.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct MetricSums {
+    total: [f64; 6],
+    evaluated: usize,
+    skipped: usize,
+}
+
+impl MetricSums {
+    /// Adds one user's metrics, or counts the user as skipped (no held-out item).
+    pub(crate) fn add_user(&mut self, metrics: Option<[f64; 6]>) {
+        match metrics {
+            Some(m) => {
+                for (t, x) in self.total.iter_mut().zip(m) {
+                    *t += x;
+                }
+                self.evaluated += 1;
+            }
+            None => self.skipped += 1,
+        }
+    }
+
+    /// Adds another partial sum (in a fixed order, so results do not depend on threads).
+    pub(crate) fn merge(&mut self, other: &MetricSums) {
+        for (t, x) in self.total.iter_mut().zip(other.total) {
             *t += x;
         }
-        evaluated += e;
-        skipped += k;
+        self.evaluated += other.evaluated;
+        self.skipped += other.skipped;
     }
-    let mean = |x: f64| if evaluated == 0 { 0.0 } else { x / evaluated as f64 };
-    Metrics {
-        recall: [mean(total[0]), mean(total[1]), mean(total[2])],
-        ndcg: [mean(total[3]), mean(total[4]), mean(total[5])],
-        users: evaluated,
-        skipped,
+
+    /// Means over the evaluated users (0 when there are none).
+    pub(crate) fn means(&self) -> Metrics {
+        let mean = |x: f64| if self.evaluated == 0 { 0.0 } else { x / self.evaluated as f64 };
+        let t = &self.total;
+        Metrics {
+            recall: [mean(t[0]), mean(t[1]), mean(t[2])],
+            ndcg: [mean(t[3]), mean(t[4]), mean(t[5])],
+            users: self.evaluated,
+            skipped: self.skipped,
+        }
     }
 }
 

@@ -232,26 +232,11 @@ pub fn evaluate_runtime<B: AsRef<[u8]> + Sync>(
             Ok(Some(user_metrics_of(&ranked, positives)))
         })
         .collect::<Result<_>>()?;
-    let mut total = [0.0; 6];
-    let (mut evaluated, mut skipped) = (0usize, 0usize);
+    let mut sums = crate::eval::MetricSums::default();
     for m in per_user {
-        match m {
-            Some(m) => {
-                for (t, x) in total.iter_mut().zip(m) {
-                    *t += x;
-                }
-                evaluated += 1;
-            }
-            None => skipped += 1,
-        }
+        sums.add_user(m);
     }
-    let mean = |x: f64| if evaluated == 0 { 0.0 } else { x / evaluated as f64 };
-    Ok(Metrics {
-        recall: [mean(total[0]), mean(total[1]), mean(total[2])],
-        ndcg: [mean(total[3]), mean(total[4]), mean(total[5])],
-        users: evaluated,
-        skipped,
-    })
+    Ok(sums.means())
 }
 
 /// Compares a trainer scorer (the model itself, or [`shipped_scorer`] of its export) with the
