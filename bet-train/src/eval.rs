@@ -64,6 +64,25 @@ impl Metrics {
     }
 }
 
+/// `Recall@5/10/20 r5/r10/r20  NDCG@5/10/20 n5/n10/n20  eq.13 e`, four decimals: the one line
+/// every command prints.
+impl core::fmt::Display for Metrics {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (r, n) = (self.recall, self.ndcg);
+        write!(
+            f,
+            "Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}  eq.13 {:.4}",
+            r[0],
+            r[1],
+            r[2],
+            n[0],
+            n[1],
+            n[2],
+            self.ensemble()
+        )
+    }
+}
+
 /// `a` ranks before `b` (the runtime's order).
 fn before(a: (f32, u32), b: (f32, u32)) -> bool {
     match (a.0.is_nan(), b.0.is_nan()) {

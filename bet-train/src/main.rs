@@ -508,17 +508,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let model = &*outcome.model;
     let stored: u64 = outcome.widths.iter().map(|&w| u64::from(w)).sum::<u64>() * u64::from(kind.tables());
-    let line = |name: &str, source: &str, m: &bet_train::eval::Metrics| {
-        bet_train::out!(
-            "{name} ({source}): Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}",
-            m.recall[0],
-            m.recall[1],
-            m.recall[2],
-            m.ndcg[0],
-            m.ndcg[1],
-            m.ndcg[2]
-        )
-    };
+    let line = |name: &str, source: &str, m: &bet_train::eval::Metrics| bet_train::out!("{name} ({source}): {m}");
     let timing = format!(
         "pretrain {:.0} s, search {:.0} s, retrain {:.0} s",
         outcome.seconds[0], outcome.seconds[1], outcome.seconds[2]
@@ -755,18 +745,7 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let s = model.scorer();
     let val = evaluate(&*s, &split, Target::Validation, None);
     let test = evaluate(&*s, &split, Target::Test, None);
-    let line = |name: &str, m: &bet_train::eval::Metrics| {
-        bet_train::out!(
-            "{name} (trainer-evaluated): Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}  eq.13 {:.4}",
-            m.recall[0],
-            m.recall[1],
-            m.recall[2],
-            m.ndcg[0],
-            m.ndcg[1],
-            m.ndcg[2],
-            m.ensemble()
-        )
-    };
+    let line = |name: &str, m: &bet_train::eval::Metrics| bet_train::out!("{name} (trainer-evaluated): {m}");
     bet_train::out!(
         "trained {} steps (best at step {}), last-round loss {:.4}, {:.1} s",
         report.steps,
@@ -826,16 +805,9 @@ fn data_report(path: &Path, protocol: ProtocolArg, seed: u64, json: Option<&Path
     for (name, target) in [("validation", Target::Validation), ("test", Target::Test)] {
         let m = evaluate(&popular, &split, target, None);
         bet_train::out!(
-            "most-popular baseline, {name} (trainer-evaluated, {} users, {} without held-out items): \
-                  Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}",
+            "most-popular baseline, {name} (trainer-evaluated, {} users, {} without held-out items): {m}",
             m.users,
-            m.skipped,
-            m.recall[0],
-            m.recall[1],
-            m.recall[2],
-            m.ndcg[0],
-            m.ndcg[1],
-            m.ndcg[2]
+            m.skipped
         );
         results.insert(
             name.into(),
