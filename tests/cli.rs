@@ -362,6 +362,34 @@ fn killed_training_resumes_to_the_same_model() {
     assert!(names.iter().all(|n| n.ends_with(".ckpt") || n.ends_with(".tmp")), "{names:?}");
 }
 
+/// Arguments of `bet search` on the shipped sample with a tiny protocol (d_max 8, 80% sparsity,
+/// a few steps per phase), then `extra` (method, placement, T, m, top).
+fn tiny_search_args(ckpt: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/gowalla-sample");
+    let common = [
+        "search",
+        "--dataset",
+        sample.to_str().unwrap(),
+        "--d-max",
+        "8",
+        "--sparsity",
+        "0.8",
+        "--finetune-epochs",
+        "1",
+        "--round-steps",
+        "4",
+        "--max-steps",
+        "8",
+        "--threads",
+        "2",
+        "--checkpoint-dir",
+        ckpt.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    common.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
 /// `bet search` end to end on the shipped sample with a tiny protocol: a model within the
 /// budget, its report and plot; the same seed gives the same file, byte for byte, whether the
 /// search runs straight through, is killed and resumed, or starts from an empty checkpoint
@@ -369,38 +397,8 @@ fn killed_training_resumes_to_the_same_model() {
 #[test]
 fn search_exports_a_budgeted_model_and_resumes_to_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/gowalla-sample");
-    let args = |ckpt: &Path, out: &Path| -> Vec<String> {
-        [
-            "search",
-            "--dataset",
-            sample.to_str().unwrap(),
-            "--d-max",
-            "8",
-            "--sparsity",
-            "0.8",
-            "--iterations",
-            "5",
-            "--candidates",
-            "6",
-            "--finetune-epochs",
-            "1",
-            "--retrain-top",
-            "2",
-            "--round-steps",
-            "4",
-            "--max-steps",
-            "8",
-            "--threads",
-            "2",
-            "--checkpoint-dir",
-            ckpt.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    let args = |ckpt: &Path, out: &Path| {
+        tiny_search_args(ckpt, out, &["--iterations", "5", "--candidates", "6", "--retrain-top", "2"])
     };
     let straight = dir.path().join("straight.bet");
     let out = Command::new(env!("CARGO_BIN_EXE_bet")).args(args(&dir.path().join("a"), &straight)).output().unwrap();
@@ -439,44 +437,13 @@ fn search_exports_a_budgeted_model_and_resumes_to_the_same_bytes() {
 #[test]
 fn every_method_fills_its_limit_and_input_placement_is_trainer_evaluated() {
     let dir = tempfile::tempdir().unwrap();
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/gowalla-sample");
     let ckpt = dir.path().join("ckpt");
     let run = |method: &str, placement: &str| -> (std::process::Output, PathBuf) {
         let out = dir.path().join(format!("{method}-{placement}.bet"));
-        let output = Command::new(env!("CARGO_BIN_EXE_bet"))
-            .args([
-                "search",
-                "--dataset",
-                sample.to_str().unwrap(),
-                "--d-max",
-                "8",
-                "--sparsity",
-                "0.8",
-                "--method",
-                method,
-                "--placement",
-                placement,
-                "--iterations",
-                "4",
-                "--candidates",
-                "5",
-                "--finetune-epochs",
-                "1",
-                "--retrain-top",
-                "1",
-                "--round-steps",
-                "4",
-                "--max-steps",
-                "8",
-                "--threads",
-                "2",
-                "--checkpoint-dir",
-                ckpt.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let extra = ["--method", method, "--placement", placement];
+        let extra = [&extra[..], &["--iterations", "4", "--candidates", "5", "--retrain-top", "1"]].concat();
+        let output =
+            Command::new(env!("CARGO_BIN_EXE_bet")).args(tiny_search_args(&ckpt, &out, &extra)).output().unwrap();
         (output, out)
     };
     let report = |out: &Path| -> serde_json::Value {

@@ -113,3 +113,23 @@ fn the_input_placement_is_refused_at_export() {
     let err = write_model(&*model, &data, &split, &settings, None, None).unwrap_err().to_string();
     assert!(err.contains("input placement is not exportable"), "{err}");
 }
+
+#[test]
+fn check_exportable_agrees_with_export_for_every_backbone_and_placement() {
+    let data = bet_train::data::Dataset::from_pairs("t", 3, 4, &[(0, 0), (0, 1), (1, 1), (1, 2), (2, 3), (2, 0)]);
+    let split = Split::new(&data, Protocol::Given, 1).unwrap();
+    let mut refused = 0;
+    for kind in [BackboneKind::Mf, BackboneKind::LightGcn, BackboneKind::Ngcf, BackboneKind::Ncf] {
+        for placement in [Placement::Input, Placement::Output, Placement::Both] {
+            let model = kind.build(&split, 4, placement, vec![2; 7], 1).unwrap();
+            let check = model.check_exportable().map_err(|e| e.to_string());
+            let export = model.export_tables().map(drop).map_err(|e| e.to_string());
+            assert_eq!(check, export, "{kind:?} {placement:?}");
+            // Only the propagating models under the input placement are refused.
+            let should_refuse = kind.has_placement() && placement == Placement::Input;
+            assert_eq!(check.is_err(), should_refuse, "{kind:?} {placement:?}");
+            refused += usize::from(should_refuse);
+        }
+    }
+    assert_eq!(refused, 2);
+}

@@ -49,6 +49,11 @@ pub trait Backbone: Send + Sync {
     /// What a `.bet` file stores of this model: each entity's first `width` values of what the
     /// device scores with. Refused for the `input` placement, whose final vectors are dense.
     fn export_tables(&self) -> crate::Result<ExportTables>;
+    /// Whether [`Backbone::export_tables`] would succeed, without computing the tables: the
+    /// error it would return (the `input` placement of a propagating model), else `Ok`.
+    fn check_exportable(&self) -> crate::Result<()> {
+        Ok(())
+    }
 }
 
 /// The stored part of a model, in index order (see [`crate::export`]).
@@ -202,6 +207,10 @@ impl Backbone for LightGcnBackbone {
         Box::new(self.dense_scorer())
     }
     width_accessors!();
+    fn check_exportable(&self) -> crate::Result<()> {
+        // MF (no layers) has no placement: its ego rows are what the device scores with.
+        if self.model.layers == 0 { Ok(()) } else { refuse_input(self.model.placement).map(drop) }
+    }
     fn export_tables(&self) -> crate::Result<ExportTables> {
         let m = &self.model;
         let (kind, placement) = if m.layers == 0 {
@@ -241,6 +250,9 @@ impl Backbone for NgcfBackbone {
         Box::new(self.model.scorer(&self.adj))
     }
     width_accessors!();
+    fn check_exportable(&self) -> crate::Result<()> {
+        refuse_input(self.model.placement).map(drop)
+    }
     fn export_tables(&self) -> crate::Result<ExportTables> {
         let m = &self.model;
         let placement = refuse_input(m.placement)?;

@@ -515,8 +515,24 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     );
     // The paper's input placement leaves the propagated vectors dense: such a model has no
     // budgeted file, so it is measured by the trainer, labelled so, and nothing is exported.
-    let exportable = !(kind.has_placement() && placement == Placement::Input);
-    let (validation, test, evaluated_by, file, parity_json) = if exportable {
+    let (validation, test, evaluated_by, file, parity_json) = if let Err(refusal) = model.check_exportable() {
+        let scorer = model.scorer();
+        let validation = bet_train::eval::evaluate(&*scorer, &split, Target::Validation, None);
+        let test = bet_train::eval::evaluate(&*scorer, &split, Target::Test, None);
+        bet_train::out!(
+            "{} chose widths storing {stored} of {limit} ego values; not exported: {refusal}; {timing}",
+            method.name()
+        );
+        line("validation", "trainer-evaluated", &validation);
+        line("test", "trainer-evaluated", &test);
+        (
+            validation,
+            test,
+            "trainer (input placement cannot be exported)",
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+        )
+    } else {
         // Export, then measure the file with the runtime; the metrics go into its metadata.
         let dtype = match a.dtype {
             DtypeArg::F32 => bet_format::ValueDtype::F32,
@@ -544,22 +560,6 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         let parity_json = serde_json::json!({"users": agreement.users, "max_abs_diff": agreement.max_abs_diff, "same_top20": agreement.same_top20});
         let file = serde_json::json!({"path": a.out.display().to_string(), "bytes": bytes.len()});
         (validation, test, "bet-runtime (the exported file)", file, parity_json)
-    } else {
-        let validation = bet_train::eval::evaluate(&*model.scorer(), &split, Target::Validation, None);
-        let test = bet_train::eval::evaluate(&*model.scorer(), &split, Target::Test, None);
-        bet_train::out!(
-            "{} chose widths storing {stored} of {limit} ego values; input placement: not exported (its propagated vectors are dense); {timing}",
-            method.name()
-        );
-        line("validation", "trainer-evaluated", &validation);
-        line("test", "trainer-evaluated", &test);
-        (
-            validation,
-            test,
-            "trainer (input placement cannot be exported)",
-            serde_json::Value::Null,
-            serde_json::Value::Null,
-        )
     };
     let m = |m: &bet_train::eval::Metrics| serde_json::json!({"recall": m.recall, "ndcg": m.ndcg, "eq13": m.ensemble(), "users": m.users});
     let mut histogram = vec![0u64; a.d_max as usize + 1];
