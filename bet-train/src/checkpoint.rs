@@ -68,6 +68,11 @@ pub struct CheckpointHeader {
     pub round_losses: Vec<f64>,
     /// The run ended (early stopping or the step cap); the parameters are the final model.
     pub finished: bool,
+    /// Wall seconds spent on this run up to this state, summed over every process that worked
+    /// on it (a resumed run reports its whole cost, not only the time since the restart).
+    /// Absent in checkpoints written before it existed.
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// A complete training state.
@@ -263,6 +268,7 @@ mod tests {
                 rounds: vec![(4, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], 9)],
                 round_losses: vec![0.7],
                 finished: false,
+                seconds: 12.5,
             },
             params: vec![vec![1.0, -0.0, f32::MIN_POSITIVE], vec![3.0]],
             adam_m: vec![vec![0.5; 3], vec![0.25]],

@@ -131,7 +131,10 @@ pub struct SearchOutcome {
     pub retrained: Vec<(usize, Metrics)>,
     /// The pretrained model's validation eq. 13 on the fitness users (eq. 12's denominator).
     pub reference_fitness: f64,
-    /// Seconds per phase: pretraining, search, retraining.
+    /// Wall seconds per phase: pretraining, search, retraining. Each counts every process that
+    /// worked on the phase (from the checkpoints and the search record), so a resumed search
+    /// reports its whole cost; a pretraining reused from the cache reports what it cost when it
+    /// ran.
     pub seconds: [f64; 3],
 }
 
@@ -142,6 +145,10 @@ struct SearchRecord {
     /// Fitness bits (exact) per evaluated action, in order.
     fitness_bits: Vec<u64>,
     seconds: Vec<f64>,
+    /// Wall seconds of the search phase up to the last save, summed over every process that
+    /// ran it (so a resumed search reports its whole cost). Absent in older records.
+    #[serde(default)]
+    search_seconds: f64,
 }
 
 fn load_record(path: &Path, fingerprint: &str) -> Result<SearchRecord> {
@@ -192,7 +199,6 @@ pub fn run_search(
     let (nu, ni) = (split.n_users, split.n_items);
     let (user_freq, item_freq) = (split.user_frequency(), split.item_frequency());
     let d = config.d_max as usize;
-    let started = Instant::now();
 
     // 1. Pretraining, shared by every method and budget of this data, backbone and seed.
     let mut model = config.backbone.build(split, d, config.placement, vec![config.d_max; nu + ni], config.seed)?;
@@ -207,11 +213,11 @@ pub fn run_search(
             config.train
         ),
     );
-    train(&mut *model, split, &config.train, Some(&pretrain_plan), |s, _| {
+    let pretraining = train(&mut *model, split, &config.train, Some(&pretrain_plan), |s, _| {
         progress("pretrain", s, config.train.max_steps)
     })?;
     let pretrained = snapshot(&*model);
-    let pretrain_seconds = started.elapsed().as_secs_f64();
+    let pretrain_seconds = pretraining.seconds;
     let users = fitness_subset(nu, config.fitness_users, config.seed);
     let reference = evaluate(&*model.scorer(), split, Target::Validation, Some(&users)).ensemble();
     if reference.is_nan() || reference <= 0.0 {
@@ -234,6 +240,8 @@ pub fn run_search(
     ));
     let record_path = config.checkpoint_dir.join(format!("search-{fingerprint}.json"));
     let mut record = load_record(&record_path, &fingerprint)?;
+    // The search phase's time: what earlier processes recorded, plus this one's since `mark`.
+    let mut mark = search_started;
     let finetune = TrainConfig::finetune(split, config.finetune_epochs, config.seed);
     let mut evaluate_widths = |model: &mut dyn Backbone, widths: &[u32], index: usize| -> Result<(f64, f64)> {
         if let Some(&bits) = record.fitness_bits.get(index) {
@@ -247,6 +255,8 @@ pub fn run_search(
         let seconds = t.elapsed().as_secs_f64();
         record.fitness_bits.push(fitness.to_bits());
         record.seconds.push(seconds);
+        record.search_seconds += mark.elapsed().as_secs_f64();
+        mark = Instant::now();
         let json = serde_json::to_vec(&record).map_err(|e| Error::Checkpoint(e.to_string()))?;
         bet_format::write_atomic(&record_path, &json)?;
         Ok((fitness, seconds))
@@ -337,10 +347,9 @@ pub fn run_search(
             }
         }
     }
-    let search_seconds = search_started.elapsed().as_secs_f64();
+    let search_seconds = record.search_seconds + mark.elapsed().as_secs_f64();
 
     // 3. Selective retraining of the top actions from scratch, choice on validation (eq. 14).
-    let retrain_started = Instant::now();
     let mut order: Vec<usize> = (0..evaluated.len()).collect();
     order.sort_by(|&a, &b| {
         let (fa, fb) = (evaluated[a].fitness, evaluated[b].fitness);
@@ -355,6 +364,9 @@ pub fn run_search(
     let top: Vec<usize> = distinct.into_iter().take(config.retrain_top.max(1)).collect();
     let mut best: Option<(f64, usize, Box<dyn Backbone>)> = None;
     let mut retrained = vec![];
+    // Training time from the checkpoints (whole runs, across resumes) plus this process's
+    // validations.
+    let mut retrain_seconds = 0.0;
     for (k, &i) in top.iter().enumerate() {
         progress("retrain", k, top.len());
         let mut fresh = config.backbone.build(split, d, config.placement, actions[i].clone(), config.seed)?;
@@ -370,8 +382,10 @@ pub fn run_search(
                 crate::checkpoint::fingerprint(&format!("{:?}", actions[i]))
             ),
         );
-        train(&mut *fresh, split, &config.train, Some(&plan), |_, _| {})?;
+        retrain_seconds += train(&mut *fresh, split, &config.train, Some(&plan), |_, _| {})?.seconds;
+        let validation_started = Instant::now();
         let m = evaluate(&*fresh.scorer(), split, Target::Validation, None);
+        retrain_seconds += validation_started.elapsed().as_secs_f64();
         retrained.push((i, m));
         if best.as_ref().is_none_or(|(score, _, _)| m.ensemble() > *score) {
             best = Some((m.ensemble(), i, fresh));
@@ -384,7 +398,7 @@ pub fn run_search(
         evaluated,
         retrained,
         reference_fitness: reference,
-        seconds: [pretrain_seconds, search_seconds, retrain_started.elapsed().as_secs_f64()],
+        seconds: [pretrain_seconds, search_seconds, retrain_seconds],
     })
 }
 

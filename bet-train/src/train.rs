@@ -230,6 +230,9 @@ pub struct TrainReport {
     pub last_loss: f32,
     /// The step this run resumed from (0 for a fresh run).
     pub resumed_from: usize,
+    /// Wall seconds of the whole run, including those of processes before a resume (kept in
+    /// the checkpoint; without one, this process's time).
+    pub seconds: f64,
 }
 
 fn metrics_of(m: &Metrics) -> [f64; 6] {
@@ -322,6 +325,8 @@ pub fn train(
         Ok(())
     };
     let mut last_save = std::time::Instant::now();
+    // Time already spent (by earlier processes) plus this process's, stored at every save.
+    let (seconds_before, started) = (header.seconds, std::time::Instant::now());
     while !header.finished && (header.step as usize) < config.max_steps {
         let step = header.step as usize;
         let batch = sampler.batch(split, config.batch_users, header.step);
@@ -364,6 +369,7 @@ pub fn train(
                 // The final model is the best state: store it as the parameters.
                 restore(model, &best);
             }
+            header.seconds = seconds_before + started.elapsed().as_secs_f64();
             save(&*model, &adam, &best, &header)?;
             last_save = std::time::Instant::now();
         }
@@ -378,6 +384,7 @@ pub fn train(
         rounds,
         last_loss: header.round_losses.last().copied().unwrap_or(0.0) as f32,
         resumed_from,
+        seconds: seconds_before + started.elapsed().as_secs_f64(),
     })
 }
 
@@ -412,6 +419,28 @@ mod tests {
         assert_eq!(w, vec![5, 4, 5, 4, 5]); // 23 = 5 * 4 + 3 to the most frequent: item 0, user 0, item 2
         assert_eq!(w.iter().map(|&x| x as u64).sum::<u64>(), 23);
         assert_eq!(equal_widths(10_000, &[1], &[1], 128), vec![128, 128]);
+    }
+
+    /// A run's wall time lives in its checkpoint: a resumed (or already finished) run reports
+    /// what earlier processes spent plus its own, not only the time since its restart.
+    #[test]
+    fn wall_time_survives_a_resume() {
+        let data = crate::data::Dataset::from_pairs("t", 3, 4, &[(0, 0), (0, 1), (1, 1), (1, 2), (2, 3), (2, 0)]);
+        let split = Split::new(&data, crate::split::Protocol::Given, 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let plan = CheckpointPlan::new(dir.path(), "wall time");
+        let config = TrainConfig { round_steps: 2, max_steps: 4, ..TrainConfig::default() };
+        let build =
+            || crate::backbone::LightGcnBackbone::new(&split, 4, 1, crate::lightgcn::Placement::Output, vec![4; 7], 1);
+        let first = train(&mut build(), &split, &config, Some(&plan), |_, _| {}).unwrap();
+        let mut state = TrainState::load(&plan.path, &plan.fingerprint).unwrap().unwrap();
+        assert!(state.header.finished && state.header.seconds > 0.0 && state.header.seconds <= first.seconds);
+        // Pretend earlier processes spent 1,000 s on it.
+        state.header.seconds = 1000.0;
+        state.save(&plan.path).unwrap();
+        let again = train(&mut build(), &split, &config, Some(&plan), |_, _| {}).unwrap();
+        assert_eq!(again.resumed_from, 4);
+        assert!(again.seconds >= 1000.0 && again.seconds < 1000.0 + 60.0, "{}", again.seconds);
     }
 
     #[test]
