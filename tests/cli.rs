@@ -157,18 +157,12 @@ fn train_runs_reports_and_refuses_bad_settings() {
         ckpt.to_str().unwrap(),
     ];
     let run = |extra: &[&str]| bet(&[&args[..], extra].concat());
-    let (code, out, err) = run(&[
-        "--round-steps",
-        "5",
-        "--max-steps",
-        "10",
-        "--seed",
-        "4",
-        "--threads",
-        "1",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    // A short seeded run writing its report to `report`, plus `extra` flags.
+    let seeded = |report: &Path, extra: &[&str]| {
+        let flags = ["--round-steps", "5", "--max-steps", "10", "--seed", "4", "--threads", "1", "--report"];
+        run(&[&flags[..], &[report.to_str().unwrap()], extra].concat())
+    };
+    let (code, out, err) = seeded(&report, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("test (trainer-evaluated): Recall@5/10/20"), "{out}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
@@ -177,19 +171,7 @@ fn train_runs_reports_and_refuses_bad_settings() {
     assert_eq!(v["evaluated_by"], "trainer");
     // Same seed and threads: the same report figures (`--fresh`: not resumed from the first run).
     let report2 = dir.path().join("r2.json");
-    let (code, _, _) = run(&[
-        "--fresh",
-        "--round-steps",
-        "5",
-        "--max-steps",
-        "10",
-        "--seed",
-        "4",
-        "--threads",
-        "1",
-        "--report",
-        report2.to_str().unwrap(),
-    ]);
+    let (code, _, _) = seeded(&report2, &["--fresh"]);
     assert_eq!(code, 0);
     let w: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report2).unwrap()).unwrap();
     assert_eq!(v["test"], w["test"]);

@@ -16,6 +16,8 @@ pub mod data;
 mod error;
 pub mod eval;
 pub mod export;
+#[cfg(test)]
+mod gradcheck;
 pub mod graph;
 pub mod lightgcn;
 pub mod ncf;

@@ -420,10 +420,6 @@ mod tests {
 
     const BATCH: [(u32, u32, u32); 5] = [(0, 1, 2), (3, 4, 0), (0, 5, 1), (4, 2, 3), (2, 2, 5)];
 
-    fn rel_err(numeric: f64, analytic: f64) -> f64 {
-        (numeric - analytic).abs() / (1e-7 + numeric.abs().max(analytic.abs()))
-    }
-
     /// Every entry of every tensor against Richardson-extrapolated central differences,
     /// `(4 D(h/2) − D(h)) / 3` with h = 1e-3 (error O(h⁴)), as in `ngcf.rs` (which says why), and
     /// plain differences at h = 1e-6 for information.
@@ -450,28 +446,9 @@ mod tests {
         let reg = 0.03;
         let (loss, grads) = model.loss_and_grad(&BATCH, reg);
         assert!(loss.is_finite());
-        let (mut worst, mut worst_plain, mut smallest) = (0.0f64, 0.0f64, f64::INFINITY);
-        for (t, grad) in grads.iter().enumerate() {
-            assert_eq!(grad.len(), model.tensors[t].len());
-            for (k, &analytic) in grad.iter().enumerate() {
-                let keep = model.tensors[t][k];
-                let mut central = |h: f64| {
-                    model.tensors[t][k] = keep + h;
-                    let up = model.loss_and_grad(&BATCH, reg).0;
-                    model.tensors[t][k] = keep - h;
-                    let down = model.loss_and_grad(&BATCH, reg).0;
-                    model.tensors[t][k] = keep;
-                    (up - down) / (2.0 * h)
-                };
-                let plain = central(1e-6);
-                let numeric = (4.0 * central(h / 2.0) - central(h)) / 3.0;
-                if numeric.abs() > 1e-9 || analytic.abs() > 1e-9 {
-                    worst = worst.max(rel_err(numeric, analytic));
-                    worst_plain = worst_plain.max(rel_err(plain, analytic));
-                    smallest = smallest.min(numeric.abs().max(analytic.abs()));
-                }
-            }
-        }
+        let errors =
+            crate::gradcheck::compare(&mut model, |m| &mut m.tensors, |m| m.loss_and_grad(&BATCH, reg).0, &grads, h);
+        let (worst, worst_plain, smallest) = (errors.worst, errors.worst_plain, errors.smallest);
         eprintln!("ncf: worst relative gradient error {worst:e} (plain h = 1e-6: {worst_plain:e})");
         assert!(smallest > 1e-6, "an entry of magnitude {smallest:e} is below what the check resolves");
         assert!(worst < 1e-6, "worst relative gradient error {worst:e}");

@@ -562,11 +562,6 @@ mod tests {
         v
     }
 
-    /// Relative error as lightgcn.rs measures it.
-    fn rel_err(numeric: f64, analytic: f64) -> f64 {
-        (numeric - analytic).abs() / (1e-7 + numeric.abs().max(analytic.abs()))
-    }
-
     /// Checks every entry of every tensor against central differences; returns the worst relative
     /// error of the extrapolated check and, for information, of plain differences at h = 1e-6.
     ///
@@ -594,28 +589,14 @@ mod tests {
         let reg = 0.03;
         let (_, grads) = model.loss_and_grad(&adj, &batch, reg);
         assert_eq!(grads.len(), model.tensors.len());
-        let (mut worst, mut worst_plain, mut smallest) = (0.0f64, 0.0f64, f64::INFINITY);
-        for (t, grad) in grads.iter().enumerate() {
-            assert_eq!(grad.len(), model.tensors[t].len());
-            for (k, &analytic) in grad.iter().enumerate() {
-                let keep = model.tensors[t][k];
-                let mut central = |h: f64| {
-                    model.tensors[t][k] = keep + h;
-                    let up = model.loss_and_grad(&adj, &batch, reg).0;
-                    model.tensors[t][k] = keep - h;
-                    let down = model.loss_and_grad(&adj, &batch, reg).0;
-                    model.tensors[t][k] = keep;
-                    (up - down) / (2.0 * h)
-                };
-                let plain = central(1e-6);
-                let numeric = (4.0 * central(h / 2.0) - central(h)) / 3.0;
-                if numeric.abs() > 1e-9 || analytic.abs() > 1e-9 {
-                    worst = worst.max(rel_err(numeric, analytic));
-                    worst_plain = worst_plain.max(rel_err(plain, analytic));
-                    smallest = smallest.min(numeric.abs().max(analytic.abs()));
-                }
-            }
-        }
+        let errors = crate::gradcheck::compare(
+            &mut model,
+            |m| &mut m.tensors,
+            |m| m.loss_and_grad(&adj, &batch, reg).0,
+            &grads,
+            h,
+        );
+        let (worst, worst_plain, smallest) = (errors.worst, errors.worst_plain, errors.smallest);
         assert!(smallest > 1e-6, "{placement:?}: an entry of magnitude {smallest:e} is below what the check resolves");
         assert!(worst < 1e-6, "{placement:?}: worst relative gradient error {worst:e}");
         (worst, worst_plain)
