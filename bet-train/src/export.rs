@@ -193,15 +193,44 @@ pub struct Parity {
     pub runtime: Metrics,
 }
 
-/// Users' excluded items for `target` (training items, plus validation items for test), merged.
-fn excluded(split: &Split, target: Target, u: usize) -> Vec<u32> {
-    let mut e: Vec<u32> = split.train.of(u).to_vec();
-    if target == Target::Test {
-        e.extend_from_slice(split.validation.of(u));
-        e.sort_unstable();
-        e.dedup();
+/// User `u`'s excluded items, sorted: the training items, plus the validation items when
+/// scoring test. Validation needs no copy (the training list is sorted already); for test the
+/// two sorted lists are merged into `buffer`, reused across users.
+fn excluded<'a>(split: &'a Split, target: Target, u: usize, buffer: &'a mut Vec<u32>) -> &'a [u32] {
+    let train = split.train.of(u);
+    if target == Target::Validation {
+        return train;
     }
-    e
+    let validation = split.validation.of(u);
+    buffer.clear();
+    let (mut a, mut b) = (0, 0);
+    while a < train.len() || b < validation.len() {
+        let next = match (train.get(a), validation.get(b)) {
+            (Some(&x), Some(&y)) if x == y => {
+                a += 1;
+                b += 1;
+                x
+            }
+            (Some(&x), Some(&y)) if x < y => {
+                a += 1;
+                x
+            }
+            (Some(&x), None) => {
+                a += 1;
+                x
+            }
+            (_, Some(&y)) => {
+                b += 1;
+                y
+            }
+            (None, None) => break,
+        };
+        // Each item once, even if a list repeats it (as the sort-and-dedup this replaces).
+        if buffer.last() != Some(&next) {
+            buffer.push(next);
+        }
+    }
+    buffer
 }
 
 /// Metrics of `target` from the runtime's `top_k` (k = 20) with the user's excluded items.
@@ -219,17 +248,20 @@ pub fn evaluate_runtime<B: AsRef<[u8]> + Sync>(
     };
     let per_user: Vec<Option<[f64; 6]>> = users
         .par_iter()
-        .map(|&u| -> Result<Option<[f64; 6]>> {
+        .map_init(Vec::new, |buffer, &u| -> Result<Option<[f64; 6]>> {
             let positives = held_out.of(u as usize);
             if positives.is_empty() {
                 return Ok(None);
             }
-            let ex = excluded(split, target, u as usize);
-            let filter = Filter { exclude: Some(ItemSet::Sorted(&ex)), allow: None };
+            let filter =
+                Filter { exclude: Some(ItemSet::Sorted(excluded(split, target, u as usize, buffer))), allow: None };
             let mut out = [Scored::EMPTY; 20];
             let n = runtime.top_k(u, 20, &filter, &mut out)?;
-            let ranked: Vec<u32> = out[..n].iter().map(|s| s.index).collect();
-            Ok(Some(user_metrics_of(&ranked, positives)))
+            let mut ranked = [0u32; 20];
+            for (r, s) in ranked.iter_mut().zip(&out[..n]) {
+                *r = s.index;
+            }
+            Ok(Some(user_metrics_of(&ranked[..n], positives)))
         })
         .collect::<Result<_>>()?;
     let mut sums = crate::eval::MetricSums::default();
@@ -257,6 +289,7 @@ pub fn parity<B: AsRef<[u8]> + Sync>(
             let mut trainer = vec![0.0f32; block.len() * n_items];
             scorer.score_users(block, &mut trainer);
             let mut device = vec![0.0f32; n_items];
+            let mut buffer = Vec::new();
             let (mut diff, mut max_abs, mut same, mut same_set) = (0.0f64, 0.0f64, 0usize, 0usize);
             for (row, &u) in trainer.chunks_exact_mut(n_items.max(1)).zip(block) {
                 runtime.scores(u, &mut device)?;
@@ -264,8 +297,10 @@ pub fn parity<B: AsRef<[u8]> + Sync>(
                     diff = diff.max(f64::from((a - b).abs()));
                     max_abs = max_abs.max(f64::from(a.abs()));
                 }
-                let ex = excluded(split, target, u as usize);
-                let filter = Filter { exclude: Some(ItemSet::Sorted(&ex)), allow: None };
+                let filter = Filter {
+                    exclude: Some(ItemSet::Sorted(excluded(split, target, u as usize, &mut buffer))),
+                    allow: None,
+                };
                 let mut out = [Scored::EMPTY; 20];
                 let n = runtime.top_k(u, 20, &filter, &mut out)?;
                 let device_top: Vec<u32> = out[..n].iter().map(|s| s.index).collect();
@@ -298,4 +333,29 @@ pub fn parity<B: AsRef<[u8]> + Sync>(
         trainer,
         runtime: runtime_metrics,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The merge equals sorting and deduplicating the concatenation, for every user of a split.
+    #[test]
+    fn excluded_items_are_the_sorted_union() {
+        let pairs: Vec<(u32, u32)> =
+            (0..40u32).flat_map(|u| (0..12u32).map(move |k| (u % 7, (u * 5 + k * 3) % 19))).collect();
+        let data = crate::data::Dataset::from_pairs("t", 7, 19, &pairs);
+        let split = Split::new(&data, crate::split::Protocol::Paper, 3).unwrap();
+        let mut buffer = vec![99];
+        let mut merged = 0;
+        for u in 0..split.n_users {
+            assert_eq!(excluded(&split, Target::Validation, u, &mut buffer), split.train.of(u));
+            let mut want = [split.train.of(u), split.validation.of(u)].concat();
+            want.sort_unstable();
+            want.dedup();
+            merged += usize::from(!split.validation.of(u).is_empty());
+            assert_eq!(excluded(&split, Target::Test, u, &mut buffer), &want[..], "user {u}");
+        }
+        assert!(merged > 0, "the case has validation items to merge");
+    }
 }
