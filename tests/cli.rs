@@ -397,6 +397,7 @@ fn search_exports_a_budgeted_model_and_resumes_to_the_same_bytes() {
     let limit = report["limit"].as_u64().unwrap();
     assert_eq!(report["stored_values"].as_u64().unwrap(), limit, "BET actions use the whole limit");
     assert_eq!(report["parity"]["same_top20"], report["parity"]["users"]);
+    assert_eq!(report["parity"]["agrees"], true);
     assert!(std::fs::read_to_string(straight.with_extension("svg")).unwrap().starts_with("<svg"));
 
     // Killed at varying moments and restarted until it finishes.

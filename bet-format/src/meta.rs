@@ -206,7 +206,11 @@ impl Budget {
     }
 }
 
-/// Ranking quality at k = 5, 10, 20 (Recall@k and NDCG@k), as measured by the trainer.
+/// Ranking quality at k = 5, 10, 20 (Recall@k and NDCG@k) of the model the file holds.
+///
+/// `bet search` measures it on the exported bytes with `bet-runtime` (training and validation
+/// items excluded for test) and checks that it equals its own evaluation of the shipped values,
+/// before writing it here; the reader does not recompute it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Quality {
     /// Recall@5, @10, @20.
@@ -232,9 +236,9 @@ pub struct Provenance<'a> {
     pub trainer_version: &'a str,
     /// Git commit of that program (empty if unknown).
     pub git_commit: &'a str,
-    /// Validation quality the trainer measured, if any.
+    /// Validation quality of this file's model, if recorded.
     pub validation: Option<Quality>,
-    /// Test quality the trainer measured, if any.
+    /// Test quality of this file's model, if recorded.
     pub test: Option<Quality>,
 }
 

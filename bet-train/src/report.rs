@@ -85,9 +85,9 @@ pub struct ProvenanceReport {
     pub trainer_version: String,
     /// Git commit.
     pub git_commit: String,
-    /// Validation quality (trainer-evaluated).
+    /// Validation quality recorded by the writer (`bet search`: measured on the file by bet-runtime).
     pub validation: Option<QualityReport>,
-    /// Test quality (trainer-evaluated).
+    /// Test quality recorded by the writer (`bet search`: measured on the file by bet-runtime).
     pub test: Option<QualityReport>,
 }
 
@@ -334,7 +334,7 @@ impl Inspection {
             if let Some(q) = q {
                 let _ = writeln!(
                     o,
-                    "quality    {name} (trainer-evaluated): Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}",
+                    "quality    {name} (recorded at export, measured on this file by bet-runtime): Recall@5/10/20 {:.4}/{:.4}/{:.4}  NDCG@5/10/20 {:.4}/{:.4}/{:.4}",
                     q.recall[0], q.recall[1], q.recall[2], q.ndcg[0], q.ndcg[1], q.ndcg[2]
                 );
             }
