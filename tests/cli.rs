@@ -205,6 +205,8 @@ fn train_runs_reports_and_refuses_bad_settings() {
         assert_eq!(code, 0, "{model}: {out}\n{err}");
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&r).unwrap()).unwrap();
         assert_eq!(v["model"], model);
+        // MF and NCF have no mask placement; NGCF trains with the default, `output`.
+        assert_eq!(v["placement"], if model == "ngcf" { "output" } else { "none" }, "{model}");
         let per_table = if model == "ncf" { 100 * 8 / 2 / 2 } else { 100 * 8 / 2 };
         let tables = if model == "ncf" { 2 } else { 1 };
         assert_eq!(v["stored_values"].as_u64().unwrap(), per_table * tables, "{model}");

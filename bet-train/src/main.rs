@@ -492,7 +492,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         split.n_items,
         method.name(),
         kind.name(),
-        format!("{placement:?}").to_lowercase(),
+        placement_name(kind, placement),
         config.iterations,
         config.candidates,
         config.finetune_epochs,
@@ -583,7 +583,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let report = serde_json::json!({
         "schema": "bet-search/1",
         "dataset": data.name, "sha256": sha, "model": kind.name(),
-        "placement": format!("{placement:?}").to_lowercase(), "method": method.name(),
+        "placement": placement_name(kind, placement), "method": method.name(),
         "keep": keep.to_string(), "limit": limit, "stored_values": stored, "d_max": a.d_max,
         "width_histogram": histogram,
         "seed": a.seed, "threads": threads,
@@ -602,6 +602,18 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let title = format!("{} {} on {} (keep {keep})", method.name(), kind.name(), data.name);
     bet_format::write_atomic(&a.out.with_extension("svg"), search_svg(&outcome.evaluated, &title).as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The placement as reports and headers print it: `none` for MF and NCF, which have no mask
+/// placement (internally they carry `Input`, which would read as the paper's placement).
+fn placement_name(kind: bet_train::backbone::BackboneKind, placement: bet_train::lightgcn::Placement) -> &'static str {
+    use bet_train::lightgcn::Placement;
+    match (kind.has_placement(), placement) {
+        (false, _) => "none",
+        (true, Placement::Input) => "input",
+        (true, Placement::Output) => "output",
+        (true, Placement::Both) => "both",
+    }
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal (CI logs, pipes).
@@ -776,7 +788,7 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
             "evaluated_by": "trainer",
             "dataset": data.name, "sha256": data.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             "model": model_name, "resumed_from": report.resumed_from,
-            "placement": format!("{placement:?}").to_lowercase(), "d_max": a.d_max,
+            "placement": placement_name(kind, placement), "d_max": a.d_max,
             "keep": if budgeted { serde_json::json!(keep.to_string()) } else { serde_json::Value::Null },
             "limit": if budgeted { serde_json::json!(limit) } else { serde_json::Value::Null },
             "stored_values": stored, "widths": if budgeted { "equal" } else { "full" },
