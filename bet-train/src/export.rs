@@ -193,6 +193,18 @@ pub struct Parity {
     pub runtime: Metrics,
 }
 
+impl Parity {
+    /// The runtime reproduces the scorer it was compared with: Recall@k and NDCG@k equal within
+    /// 1e-6, and at least 99.9% of top-20 lists identical (only exact score ties may order
+    /// differently). Meant for a scorer of the shipped values ([`shipped_scorer`]).
+    pub fn agrees(&self) -> bool {
+        let close = |a: [f64; 3], b: [f64; 3]| a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-6);
+        close(self.trainer.recall, self.runtime.recall)
+            && close(self.trainer.ndcg, self.runtime.ndcg)
+            && self.same_top20 * 1000 >= self.users * 999
+    }
+}
+
 /// User `u`'s excluded items, sorted: the training items, plus the validation items when
 /// scoring test. Validation needs no copy (the training list is sorted already); for test the
 /// two sorted lists are merged into `buffer`, reused across users.

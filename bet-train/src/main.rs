@@ -557,13 +557,8 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         let source = format!("from {} by bet-runtime", a.out.display());
         line("validation", &source, &validation);
         line("test", &source, &test);
-        // What is shipped is what was measured: the runtime's metrics on the checked users must
-        // equal the trainer's evaluation of the shipped values, and the top-20 lists agree (only
-        // exact score ties may order differently). A disagreement is reported loudly, not hidden.
-        let close = |a: [f64; 3], b: [f64; 3]| a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-6);
-        let agrees = close(agreement.trainer.recall, agreement.runtime.recall)
-            && close(agreement.trainer.ndcg, agreement.runtime.ndcg)
-            && agreement.same_top20 * 1000 >= agreement.users * 999;
+        // What is shipped is what was measured; a disagreement is reported loudly, not hidden.
+        let agrees = agreement.agrees();
         if !agrees {
             eprintln!(
                 "warning: the file's scores disagree with the trainer's evaluation of the shipped values on {} users \
