@@ -254,6 +254,14 @@ fn train_runs_reports_and_refuses_bad_settings() {
     assert_eq!(bet(&["train", "--dataset", csv.to_str().unwrap(), "--sparsity", "0.9", "--keep", "0.1"]).0, 2);
     assert_eq!(bet(&["train", "--dataset", "/nonexistent/x.csv"]).0, 2);
     assert_eq!(bet(&["train", "--dataset", csv.to_str().unwrap(), "--sparsity", "1.5"]).0, 2);
+    // MF and NCF have no mask placement: asking for one is a flag error, not silently ignored.
+    for model in ["mf", "ncf"] {
+        let (code, _, err) =
+            bet(&["train", "--dataset", csv.to_str().unwrap(), "--model", model, "--placement", "both"]);
+        assert_eq!(code, 2, "{model}: {err}");
+        assert!(err.contains(&format!("{model} has no mask placement")), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
 }
 
 /// Runs `bet ARGS` again and again, each attempt SIGKILLed after `delay_ms(attempt)` unless it

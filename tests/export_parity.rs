@@ -28,11 +28,11 @@ fn every_backbone_exports_what_the_trainer_measured() {
     let d = 16u32;
     let users: Vec<u32> = (0..USERS).collect();
     for (kind, placement) in [
-        (BackboneKind::Mf, Placement::Input),
-        (BackboneKind::LightGcn, Placement::Output),
-        (BackboneKind::LightGcn, Placement::Both),
-        (BackboneKind::Ngcf, Placement::Output),
-        (BackboneKind::Ncf, Placement::Input),
+        (BackboneKind::Mf, None),
+        (BackboneKind::LightGcn, Some(Placement::Output)),
+        (BackboneKind::LightGcn, Some(Placement::Both)),
+        (BackboneKind::Ngcf, Some(Placement::Output)),
+        (BackboneKind::Ncf, None),
     ] {
         let limit = bet_train::budget::limit(keep, d, split.n_users, split.n_items, kind.tables()).unwrap();
         let widths =
@@ -45,7 +45,7 @@ fn every_backbone_exports_what_the_trainer_measured() {
             let batch = sampler.batch(&split, 10_000, step);
             model.step(&batch, reg, &mut adam, Schedule::TRAIN.rate(step as usize));
         }
-        let name = format!("{} {placement:?}", kind.name());
+        let name = format!("{} {}", kind.name(), Placement::name_of(placement));
         for dtype in [ValueDtype::F32, ValueDtype::F16] {
             let settings = ExportSettings { keep: Some(keep), seed: 7, threads: 1, dtype };
             let bytes = write_model(&*model, &data, &split, &settings, None, None).unwrap();
@@ -113,7 +113,7 @@ fn every_backbone_exports_what_the_trainer_measured() {
 fn the_input_placement_is_refused_at_export() {
     let data = bet_train::data::Dataset::from_pairs("t", 3, 4, &[(0, 0), (0, 1), (1, 1), (1, 2), (2, 3), (2, 0)]);
     let split = Split::new(&data, Protocol::Given, 1).unwrap();
-    let model = BackboneKind::LightGcn.build(&split, 4, Placement::Input, vec![2; 7], 1).unwrap();
+    let model = BackboneKind::LightGcn.build(&split, 4, Some(Placement::Input), vec![2; 7], 1).unwrap();
     let settings = ExportSettings { keep: None, seed: 1, threads: 1, dtype: ValueDtype::F32 };
     let err = write_model(&*model, &data, &split, &settings, None, None).unwrap_err().to_string();
     assert!(err.contains("input placement is not exportable"), "{err}");
@@ -125,13 +125,21 @@ fn check_exportable_agrees_with_export_for_every_backbone_and_placement() {
     let split = Split::new(&data, Protocol::Given, 1).unwrap();
     let mut refused = 0;
     for kind in [BackboneKind::Mf, BackboneKind::LightGcn, BackboneKind::Ngcf, BackboneKind::Ncf] {
-        for placement in [Placement::Input, Placement::Output, Placement::Both] {
+        let placements: Vec<Option<Placement>> = if kind.has_placement() {
+            [Placement::Input, Placement::Output, Placement::Both].map(Some).to_vec()
+        } else {
+            // MF and NCF have no placement: building one with a placement is refused.
+            assert!(kind.build(&split, 4, Some(Placement::Output), vec![2; 7], 1).is_err(), "{kind:?}");
+            assert!(kind.placement(Some(Placement::Output)).is_err(), "{kind:?}");
+            vec![None]
+        };
+        for placement in placements {
             let model = kind.build(&split, 4, placement, vec![2; 7], 1).unwrap();
             let check = model.check_exportable().map_err(|e| e.to_string());
             let export = model.export_tables().map(drop).map_err(|e| e.to_string());
             assert_eq!(check, export, "{kind:?} {placement:?}");
             // Only the propagating models under the input placement are refused.
-            let should_refuse = kind.has_placement() && placement == Placement::Input;
+            let should_refuse = placement == Some(Placement::Input);
             assert_eq!(check.is_err(), should_refuse, "{kind:?} {placement:?}");
             refused += usize::from(should_refuse);
         }

@@ -336,17 +336,34 @@ impl BackboneKind {
         if self == BackboneKind::Ncf { 2 } else { 1 }
     }
 
-    /// A fresh model of this kind over `split` with `widths` (users then items).
+    /// A fresh model of this kind over `split` with `widths` (users then items). `placement` is
+    /// `Some` exactly for the propagating models ([`BackboneKind::has_placement`]); anything
+    /// else is refused, so that no report can name a placement a model does not have.
     pub fn build(
         self,
         split: &Split,
         d: usize,
-        placement: Placement,
+        placement: Option<Placement>,
         widths: Vec<u32>,
         seed: u64,
     ) -> crate::Result<Box<dyn Backbone>> {
+        let placement = match (self.has_placement(), placement) {
+            (true, Some(p)) => p,
+            // MF is LightGCN without layers: its one table is the ego table, cut to the widths.
+            (false, None) => Placement::Input,
+            (true, None) => {
+                return Err(crate::Error::Settings(format!("{} needs a mask placement", self.name())));
+            }
+            (false, Some(p)) => {
+                return Err(crate::Error::Settings(format!(
+                    "{} has no mask placement (got {}); only lightgcn and ngcf take one",
+                    self.name(),
+                    p.name()
+                )));
+            }
+        };
         Ok(match self {
-            BackboneKind::Mf => Box::new(LightGcnBackbone::new(split, d, 0, Placement::Input, widths, seed)),
+            BackboneKind::Mf => Box::new(LightGcnBackbone::new(split, d, 0, placement, widths, seed)),
             BackboneKind::LightGcn => Box::new(LightGcnBackbone::new(split, d, 3, placement, widths, seed)),
             BackboneKind::Ngcf => Box::new(NgcfBackbone {
                 model: Ngcf::new(split.n_users, split.n_items, d, widths, seed, placement),
@@ -356,5 +373,20 @@ impl BackboneKind {
                 Box::new(NcfBackbone { model: Ncf::new(split.n_users, split.n_items, d, widths, seed) })
             }
         })
+    }
+
+    /// The placement this kind takes when `requested` is asked for: `None` for MF and NCF,
+    /// `requested` or the default ([`Placement::Output`]) for LightGCN and NGCF. Asking MF or
+    /// NCF for a placement is an error, not silently ignored.
+    pub fn placement(self, requested: Option<Placement>) -> crate::Result<Option<Placement>> {
+        match (self.has_placement(), requested) {
+            (true, p) => Ok(Some(p.unwrap_or_default())),
+            (false, None) => Ok(None),
+            (false, Some(p)) => Err(crate::Error::Settings(format!(
+                "{} has no mask placement (got --placement {}); only lightgcn and ngcf take one",
+                self.name(),
+                p.name()
+            ))),
+        }
     }
 }

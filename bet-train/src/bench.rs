@@ -362,7 +362,7 @@ pub fn run_train(
     let split = crate::split::Split::new(&data, crate::split::Protocol::Paper, 1)?;
     let n = split.n_users + split.n_items;
     let d = 128;
-    let mut model = kind.build(&split, d, crate::lightgcn::Placement::Output, vec![128; n], 1)?;
+    let mut model = kind.build(&split, d, kind.placement(None)?, vec![128; n], 1)?;
     let mut adam: Vec<Adam> = model.tensor_shapes().iter().map(|&len| Adam::new(len)).collect();
     let sampler = Sampler::new(&split, 1);
     let reg = model.default_reg();

@@ -14,18 +14,34 @@ use rayon::prelude::*;
 
 use crate::graph::Adjacency;
 
-/// Where the width mask applies in a propagating model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where the width mask applies in a propagating model (LightGCN, NGCF). MF and NCF have none:
+/// [`crate::backbone::BackboneKind::build`] takes an `Option<Placement>`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Placement {
     /// Ego table cut; final vectors dense (the paper's; not exportable within the budget).
     Input,
-    /// Full-width ego table; final vectors cut (exportable).
+    /// Full-width ego table; final vectors cut (exportable; the default, chosen on validation).
+    #[default]
     Output,
     /// Both cut.
     Both,
 }
 
 impl Placement {
+    /// The name reports, headers and the command line use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Input => "input",
+            Placement::Output => "output",
+            Placement::Both => "both",
+        }
+    }
+
+    /// The name of an optional placement: `none` for the models without one (MF, NCF).
+    pub fn name_of(placement: Option<Placement>) -> &'static str {
+        placement.map_or("none", Placement::name)
+    }
+
     fn masks_input(self) -> bool {
         matches!(self, Placement::Input | Placement::Both)
     }

@@ -296,9 +296,9 @@ struct TrainArgs {
     /// Kept fraction (alias of sparsity: --keep 0.1 = --sparsity 0.9).
     #[arg(long)]
     keep: Option<String>,
-    /// Where LightGCN's width mask applies.
-    #[arg(long, value_enum, default_value = "output")]
-    placement: PlacementArg,
+    /// Where the width mask applies (LightGCN, NGCF; default output); MF and NCF have none.
+    #[arg(long, value_enum)]
+    placement: Option<PlacementArg>,
     /// Full width d_max.
     #[arg(long, default_value_t = 128)]
     d_max: u32,
@@ -383,9 +383,10 @@ struct SearchArgs {
     /// Which method picks the widths.
     #[arg(long, value_enum, default_value = "bet")]
     method: MethodArg,
-    /// Where the width mask applies (LightGCN, NGCF); `input` is the paper's and cannot be exported.
-    #[arg(long, value_enum, default_value = "output")]
-    placement: PlacementArg,
+    /// Where the width mask applies (LightGCN, NGCF; default output); `input` is the paper's and
+    /// cannot be exported. MF and NCF have none.
+    #[arg(long, value_enum)]
+    placement: Option<PlacementArg>,
     /// Full width d_max.
     #[arg(long, default_value_t = 128)]
     d_max: u32,
@@ -442,12 +443,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let split = bet_train::split::Split::new(&data, bet_train::split::Protocol::Paper, a.seed)?;
     let kind = backbone_kind(a.model);
     let limit = bet_train::budget::limit(keep, a.d_max, split.n_users, split.n_items, kind.tables())?;
-    let placement = match (kind.has_placement(), a.placement) {
-        (false, _) => Placement::Input,
-        (true, PlacementArg::Input) => Placement::Input,
-        (true, PlacementArg::Output) => Placement::Output,
-        (true, PlacementArg::Both) => Placement::Both,
-    };
+    let placement = kind.placement(a.placement.map(placement_of))?;
     let method = match a.method {
         MethodArg::Bet => Method::Bet,
         MethodArg::Es => Method::Es,
@@ -492,7 +488,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         split.n_items,
         method.name(),
         kind.name(),
-        placement_name(kind, placement),
+        Placement::name_of(placement),
         config.iterations,
         config.candidates,
         config.finetune_epochs,
@@ -578,7 +574,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let report = serde_json::json!({
         "schema": "bet-search/1",
         "dataset": data.name, "sha256": sha, "model": kind.name(),
-        "placement": placement_name(kind, placement), "method": method.name(),
+        "placement": Placement::name_of(placement), "method": method.name(),
         "keep": keep.to_string(), "limit": limit, "stored_values": stored, "d_max": a.d_max,
         "width_histogram": histogram,
         "seed": a.seed, "threads": threads,
@@ -599,15 +595,12 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The placement as reports and headers print it: `none` for MF and NCF, which have no mask
-/// placement (internally they carry `Input`, which would read as the paper's placement).
-fn placement_name(kind: bet_train::backbone::BackboneKind, placement: bet_train::lightgcn::Placement) -> &'static str {
+fn placement_of(p: PlacementArg) -> bet_train::lightgcn::Placement {
     use bet_train::lightgcn::Placement;
-    match (kind.has_placement(), placement) {
-        (false, _) => "none",
-        (true, Placement::Input) => "input",
-        (true, Placement::Output) => "output",
-        (true, Placement::Both) => "both",
+    match p {
+        PlacementArg::Input => Placement::Input,
+        PlacementArg::Output => Placement::Output,
+        PlacementArg::Both => Placement::Both,
     }
 }
 
@@ -670,12 +663,7 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         vec![a.d_max; split.n_users + split.n_items]
     };
     let stored: u64 = widths.iter().map(|&w| u64::from(w)).sum::<u64>() * u64::from(kind.tables());
-    let placement = match (kind.has_placement(), a.placement) {
-        (false, _) => Placement::Input,
-        (true, PlacementArg::Input) => Placement::Input,
-        (true, PlacementArg::Output) => Placement::Output,
-        (true, PlacementArg::Both) => Placement::Both,
-    };
+    let placement = kind.placement(a.placement.map(placement_of))?;
     let layers = match kind {
         BackboneKind::Mf | BackboneKind::Ncf => 0,
         BackboneKind::LightGcn | BackboneKind::Ngcf => 3,
@@ -711,10 +699,11 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let sha: String = data.sha256.iter().map(|b| format!("{b:02x}")).collect();
     let model_name = kind.name();
     let description = format!(
-        "bet-train/1 data {sha} protocol {} seed {} model {model_name} layers {layers} placement {placement:?} \
+        "bet-train/1 data {sha} protocol {} seed {} model {model_name} layers {layers} placement {} \
          d_max {} keep {keep} budgeted {budgeted} init {init_sha} config {config:?}",
         protocol_of(a.protocol).name(),
         a.seed,
+        Placement::name_of(placement),
         a.d_max,
     );
     let dir = a.checkpoint_dir.clone().unwrap_or_else(bet_train::checkpoint::default_dir);
@@ -783,7 +772,7 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
             "evaluated_by": "trainer",
             "dataset": data.name, "sha256": data.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             "model": model_name, "resumed_from": report.resumed_from,
-            "placement": placement_name(kind, placement), "d_max": a.d_max,
+            "placement": Placement::name_of(placement), "d_max": a.d_max,
             "keep": if budgeted { serde_json::json!(keep.to_string()) } else { serde_json::Value::Null },
             "limit": if budgeted { serde_json::json!(limit) } else { serde_json::Value::Null },
             "stored_values": stored, "widths": if budgeted { "equal" } else { "full" },

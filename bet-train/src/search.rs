@@ -78,8 +78,8 @@ pub struct SearchConfig {
     pub method: Method,
     /// Backbone.
     pub backbone: BackboneKind,
-    /// Mask placement (LightGCN, NGCF).
-    pub placement: Placement,
+    /// Mask placement: `Some` for LightGCN and NGCF, `None` for MF and NCF.
+    pub placement: Option<Placement>,
     /// Full width.
     pub d_max: u32,
     /// The exact limit of stored values.
@@ -190,6 +190,27 @@ fn fitness_subset(n_users: usize, take: usize, seed: u64) -> Vec<u32> {
     all
 }
 
+/// What identifies a pretrained model in the checkpoint directory. LightGCN at full width is
+/// one model under every placement (cutting to d_max cuts nothing), so its pretraining is shared
+/// across placements as well as methods and budgets. NGCF's final vector is 4·d_max wide and
+/// `output`/`both` keep d_max of its values even at full width: its pretraining depends on the
+/// placement, and sharing it across placements would fine-tune the wrong model.
+fn pretrain_description(config: &SearchConfig) -> String {
+    let mut description = format!(
+        "bet-pretrain/1 {} model {} d_max {} seed {} config {:?}",
+        config.data_fingerprint,
+        config.backbone.name(),
+        config.d_max,
+        config.seed,
+        config.train
+    );
+    if config.backbone == BackboneKind::Ngcf {
+        description.push_str(" placement ");
+        description.push_str(Placement::name_of(config.placement));
+    }
+    description
+}
+
 /// Runs the whole method; `progress(phase, done, total)` follows it.
 pub fn run_search(
     split: &Split,
@@ -202,17 +223,7 @@ pub fn run_search(
 
     // 1. Pretraining, shared by every method and budget of this data, backbone and seed.
     let mut model = config.backbone.build(split, d, config.placement, vec![config.d_max; nu + ni], config.seed)?;
-    let pretrain_plan = CheckpointPlan::new(
-        &config.checkpoint_dir,
-        &format!(
-            "bet-pretrain/1 {} model {} d_max {} seed {} config {:?}",
-            config.data_fingerprint,
-            config.backbone.name(),
-            config.d_max,
-            config.seed,
-            config.train
-        ),
-    );
+    let pretrain_plan = CheckpointPlan::new(&config.checkpoint_dir, &pretrain_description(config));
     let pretraining = train(&mut *model, split, &config.train, Some(&pretrain_plan), |s, _| {
         progress("pretrain", s, config.train.max_steps)
     })?;
@@ -227,11 +238,11 @@ pub fn run_search(
     // 2. The search (or the baseline's candidates), resumable through the fitness record.
     let search_started = Instant::now();
     let fingerprint = crate::checkpoint::fingerprint(&format!(
-        "bet-search/1 {} pretrain {} method {:?} placement {:?} limit {} T {} m {} h {} fitness users {}",
+        "bet-search/1 {} pretrain {} method {:?} placement {} limit {} T {} m {} h {} fitness users {}",
         config.data_fingerprint,
         pretrain_plan.fingerprint,
         config.method,
-        config.placement,
+        Placement::name_of(config.placement),
         config.limit,
         config.iterations,
         config.candidates,
@@ -373,10 +384,10 @@ pub fn run_search(
         let plan = CheckpointPlan::new(
             &config.checkpoint_dir,
             &format!(
-                "bet-retrain/1 {} model {} placement {:?} seed {} config {:?} widths {}",
+                "bet-retrain/1 {} model {} placement {} seed {} config {:?} widths {}",
                 config.data_fingerprint,
                 config.backbone.name(),
-                config.placement,
+                Placement::name_of(config.placement),
                 config.seed,
                 config.train,
                 crate::checkpoint::fingerprint(&format!("{:?}", actions[i]))
@@ -449,4 +460,55 @@ pub fn search_svg(evaluated: &[Evaluated], title: &str) -> String {
     }
     s += "</svg>\n";
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Dataset;
+    use crate::split::Protocol;
+
+    fn scores(model: &dyn Backbone, n_users: usize) -> Vec<f32> {
+        let scorer = model.scorer();
+        let users: Vec<u32> = (0..n_users as u32).collect();
+        let mut out = vec![0.0; n_users * scorer.n_items()];
+        scorer.score_users(&users, &mut out);
+        out
+    }
+
+    /// The pretraining is shared across placements exactly when the full-width model is the same
+    /// model under each: LightGCN yes, NGCF no (its `output` keeps d_max of 4·d_max values).
+    #[test]
+    fn pretraining_is_shared_across_placements_only_when_full_width_models_agree() {
+        let pairs = [(0, 0), (0, 1), (1, 1), (1, 2), (2, 3), (2, 0), (3, 2), (3, 3)];
+        let split = Split::new(&Dataset::from_pairs("t", 4, 4, &pairs), Protocol::Given, 1).unwrap();
+        let d = 4usize;
+        let config = |backbone, placement| SearchConfig {
+            method: Method::Es,
+            backbone,
+            placement: Some(placement),
+            d_max: d as u32,
+            limit: 16,
+            iterations: 1,
+            candidates: 1,
+            finetune_epochs: 1,
+            retrain_top: 1,
+            fitness_users: 4,
+            train: TrainConfig::default(),
+            seed: 1,
+            checkpoint_dir: PathBuf::from("unused"),
+            data_fingerprint: "t".into(),
+        };
+        for kind in [BackboneKind::LightGcn, BackboneKind::Ngcf] {
+            let full = |placement| kind.build(&split, d, Some(placement), vec![d as u32; 8], 3).unwrap();
+            let reference = scores(&*full(Placement::Input), 4);
+            for placement in [Placement::Output, Placement::Both] {
+                let same_model = scores(&*full(placement), 4) == reference;
+                let same_key = pretrain_description(&config(kind, placement))
+                    == pretrain_description(&config(kind, Placement::Input));
+                assert_eq!(same_model, kind == BackboneKind::LightGcn, "{kind:?} {placement:?}");
+                assert_eq!(same_key, same_model, "{kind:?} {placement:?}: the cache key must follow the model");
+            }
+        }
+    }
 }
