@@ -254,6 +254,13 @@ fn train_runs_reports_and_refuses_bad_settings() {
     assert_eq!(bet(&["train", "--dataset", csv.to_str().unwrap(), "--sparsity", "0.9", "--keep", "0.1"]).0, 2);
     assert_eq!(bet(&["train", "--dataset", "/nonexistent/x.csv"]).0, 2);
     assert_eq!(bet(&["train", "--dataset", csv.to_str().unwrap(), "--sparsity", "1.5"]).0, 2);
+    // A width no .bet file can hold is refused before anything is trained or allocated.
+    for (model, d_max) in [("lightgcn", "0"), ("lightgcn", "1025"), ("ncf", "257")] {
+        let (code, _, err) = bet(&["train", "--dataset", csv.to_str().unwrap(), "--model", model, "--d-max", d_max]);
+        assert_eq!(code, 2, "{model} {d_max}: {err}");
+        assert!(err.contains(&format!("--d-max {d_max}: {model} takes 1 to")), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
     // MF and NCF have no mask placement: asking for one is a flag error, not silently ignored.
     for model in ["mf", "ncf"] {
         let (code, _, err) =

@@ -331,6 +331,26 @@ impl BackboneKind {
         matches!(self, BackboneKind::LightGcn | BackboneKind::Ngcf)
     }
 
+    /// The widest `d_max` a `.bet` file of this kind can hold: [`bet_format::MAX_VECTOR_WIDTH`]
+    /// for the dot-product models, [`bet_format::MAX_NCF_WIDTH`] for NCF (its dense weights and
+    /// the runtime's per-query buffers grow with it).
+    pub fn max_d_max(self) -> u32 {
+        if self == BackboneKind::Ncf { bet_format::MAX_NCF_WIDTH } else { bet_format::MAX_VECTOR_WIDTH }
+    }
+
+    /// Refuses a `d_max` of 0 or above [`BackboneKind::max_d_max`] before anything is allocated
+    /// or trained: such a model could never be shipped, and a huge one would only exhaust memory.
+    pub fn check_d_max(self, d_max: u32) -> crate::Result<()> {
+        if d_max == 0 || d_max > self.max_d_max() {
+            return Err(crate::Error::Settings(format!(
+                "--d-max {d_max}: {} takes 1 to {} (the widest row a .bet file holds for it)",
+                self.name(),
+                self.max_d_max()
+            )));
+        }
+        Ok(())
+    }
+
     /// Embedding tables that count against the budget per entity width (NCF has two).
     pub fn tables(self) -> u32 {
         if self == BackboneKind::Ncf { 2 } else { 1 }

@@ -439,9 +439,10 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         if a.keep.is_some() { None } else { Some(a.sparsity.as_str()) },
         a.keep.as_deref(),
     )?;
+    let kind = backbone_kind(a.model);
+    kind.check_d_max(a.d_max)?;
     let data = bet_train::data::load(&a.dataset)?;
     let split = bet_train::split::Split::new(&data, bet_train::split::Protocol::Paper, a.seed)?;
-    let kind = backbone_kind(a.model);
     let limit = bet_train::budget::limit(keep, a.d_max, split.n_users, split.n_items, kind.tables())?;
     let placement = kind.placement(a.placement.map(placement_of))?;
     let method = match a.method {
@@ -648,9 +649,10 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
     if a.epochs == Some(0) {
         anyhow::bail!("--epochs must be at least 1");
     }
+    let kind = backbone_kind(a.model);
+    kind.check_d_max(a.d_max)?;
     let data = bet_train::data::load(&a.dataset)?;
     let split = bet_train::split::Split::new(&data, protocol_of(a.protocol), a.seed)?;
-    let kind = backbone_kind(a.model);
     let limit = bet_train::budget::limit(keep, a.d_max, split.n_users, split.n_items, kind.tables())?;
     // NCF's two tables share each entity's width, so its widths split half the limit.
     // Without --sparsity/--keep the model is unbudgeted: every width d_max (for NCF that is
