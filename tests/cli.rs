@@ -169,6 +169,33 @@ fn train_runs_reports_and_refuses_bad_settings() {
     assert_eq!(v["schema"], "bet-train/1");
     assert_eq!(v["limit"].as_u64().unwrap(), 100 * 16 / 2);
     assert_eq!(v["evaluated_by"], "trainer");
+    // `--out` ships the trained model: the file is measured by bet-runtime, and for f32 its
+    // metrics equal the trainer's own evaluation of the model.
+    let shipped = dir.path().join("shipped.bet");
+    let report_out = dir.path().join("r-out.json");
+    let (code, out, err) = seeded(&report_out, &["--out", shipped.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("test (from {} by bet-runtime)", shipped.display())), "{out}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_out).unwrap()).unwrap();
+    let file = &r["file"];
+    assert_eq!(file["evaluated_by"], "bet-runtime (the exported file)");
+    assert_eq!(file["parity"]["agrees"], true, "{file}");
+    assert_eq!(file["bytes"].as_u64().unwrap(), std::fs::metadata(&shipped).unwrap().len());
+    for target in ["validation", "test"] {
+        for metric in ["recall", "ndcg"] {
+            for k in 0..3 {
+                let (a, b) = (file[target][metric][k].as_f64().unwrap(), r[target][metric][k].as_f64().unwrap());
+                assert!((a - b).abs() <= 1e-6, "{target} {metric}[{k}]: file {a} vs trainer {b}");
+            }
+        }
+    }
+    let (code, _, err) = bet(&["verify", shipped.to_str().unwrap(), "--max-params", &(100 * 16 / 2).to_string()]);
+    assert_eq!(code, 0, "{err}");
+    // The paper's input placement has no budgeted file: refused before any training.
+    let (code, _, err) = run(&["--placement", "input", "--out", shipped.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--out") && err.contains("input placement is not exportable"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
     // Same seed and threads: the same report figures (`--fresh`: not resumed from the first run).
     let report2 = dir.path().join("r2.json");
     let (code, _, _) = seeded(&report2, &["--fresh"]);

@@ -56,6 +56,49 @@ fn quality(m: &Metrics) -> Quality {
     }
 }
 
+/// Users on which [`ship`] compares the file with the trainer's evaluation of the shipped values.
+pub const SHIP_PARITY_USERS: usize = 2000;
+
+/// What [`ship`] wrote and measured.
+#[derive(Clone, Debug)]
+pub struct Shipped {
+    /// Size of the file written.
+    pub bytes: usize,
+    /// Validation metrics, measured on the file by `bet-runtime` (recorded in its metadata).
+    pub validation: Metrics,
+    /// Test metrics, measured on the file by `bet-runtime` (recorded in its metadata).
+    pub test: Metrics,
+    /// The file against the trainer scoring exactly the shipped values, on the first
+    /// [`SHIP_PARITY_USERS`] users' test targets.
+    pub parity: Parity,
+}
+
+/// Ships `model`: writes its `.bet` file, measures validation and test on that file with
+/// `bet-runtime`, compares the file with the trainer's evaluation of the shipped values
+/// ([`shipped_scorer`], [`parity`]), then writes the file again with the measured metrics in its
+/// metadata, atomically, to `out`. What is shipped is what was measured: the metrics returned are
+/// the file's, never the in-memory model's. A model that cannot be exported (the paper's `input`
+/// placement) is refused before anything is written.
+pub fn ship(
+    model: &dyn Backbone,
+    data: &Dataset,
+    split: &Split,
+    settings: &ExportSettings,
+    out: &std::path::Path,
+) -> Result<Shipped> {
+    model.check_exportable()?;
+    let draft = write_model(model, data, split, settings, None, None)?;
+    let runtime = Model::new(bet_format::AlignedBytes::new(&draft))?;
+    let validation = evaluate_runtime(&runtime, split, Target::Validation, None)?;
+    let test = evaluate_runtime(&runtime, split, Target::Test, None)?;
+    let check_users: Vec<u32> = (0..split.n_users.min(SHIP_PARITY_USERS) as u32).collect();
+    let shipped = shipped_scorer(&model.export_tables()?, settings.dtype);
+    let parity = parity(&*shipped, &runtime, split, Target::Test, Some(&check_users))?;
+    let bytes = write_model(model, data, split, settings, Some(&validation), Some(&test))?;
+    bet_format::write_atomic(out, &bytes)?;
+    Ok(Shipped { bytes: bytes.len(), validation, test, parity })
+}
+
 /// The bytes of the `.bet` file of `model`, trained on `split` of `data`; `validation` and `test`
 /// are the metrics to record (measured on the file, see [`parity`]).
 pub fn write_model(

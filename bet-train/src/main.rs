@@ -342,6 +342,13 @@ struct TrainArgs {
     /// instead of training to convergence; usually with --init.
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
+    /// Also export the trained model as a .bet file here, measured by bet-runtime (not with
+    /// the paper's input placement, which has no budgeted file).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Storage dtype of the values exported with --out.
+    #[arg(long, value_enum, default_value = "f32", requires = "out")]
+    dtype: DtypeArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -430,7 +437,7 @@ struct SearchArgs {
 
 fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     use bet_train::eval::Target;
-    use bet_train::export::{ExportSettings, evaluate_runtime, parity, shipped_scorer, write_model};
+    use bet_train::export::{ExportSettings, ship};
     use bet_train::lightgcn::Placement;
     use bet_train::search::{Method, SearchConfig, run_search, search_svg};
     use bet_train::train::{TrainConfig, epoch_steps};
@@ -531,25 +538,15 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         )
     } else {
         // Export, then measure the file with the runtime; the metrics go into its metadata.
-        let dtype = match a.dtype {
-            DtypeArg::F32 => bet_format::ValueDtype::F32,
-            DtypeArg::F16 => bet_format::ValueDtype::F16,
-        };
+        let dtype = dtype_of(a.dtype);
         let settings = ExportSettings { keep: Some(keep), seed: a.seed, threads: threads as u32, dtype };
-        let draft = write_model(model, &data, &split, &settings, None, None)?;
-        let runtime = bet_runtime::Model::new(bet_format::AlignedBytes::new(&draft))?;
-        let validation = evaluate_runtime(&runtime, &split, Target::Validation, None)?;
-        let test = evaluate_runtime(&runtime, &split, Target::Test, None)?;
-        let check_users: Vec<u32> = (0..split.n_users.min(2000) as u32).collect();
-        let shipped = shipped_scorer(&model.export_tables()?, dtype);
-        let agreement = parity(&*shipped, &runtime, &split, Target::Test, Some(&check_users))?;
-        let bytes = write_model(model, &data, &split, &settings, Some(&validation), Some(&test))?;
-        bet_format::write_atomic(&a.out, &bytes)?;
+        let shipped = ship(model, &data, &split, &settings, &a.out)?;
+        let (validation, test, agreement) = (shipped.validation, shipped.test, shipped.parity);
         bet_train::out!(
             "{} wrote {} ({} bytes): {stored} of {limit} values; {timing}",
             method.name(),
             a.out.display(),
-            bytes.len()
+            shipped.bytes
         );
         let source = format!("from {} by bet-runtime", a.out.display());
         line("validation", &source, &validation);
@@ -564,7 +561,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
             );
         }
         let parity_json = serde_json::json!({"users": agreement.users, "max_abs_diff": agreement.max_abs_diff, "same_top20": agreement.same_top20, "agrees": agrees});
-        let file = serde_json::json!({"path": a.out.display().to_string(), "bytes": bytes.len()});
+        let file = serde_json::json!({"path": a.out.display().to_string(), "bytes": shipped.bytes});
         (validation, test, "bet-runtime (the exported file)", file, parity_json)
     };
     let m = |m: &bet_train::eval::Metrics| serde_json::json!({"recall": m.recall, "ndcg": m.ndcg, "eq13": m.ensemble(), "users": m.users});
@@ -594,6 +591,13 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let title = format!("{} {} on {} (keep {keep})", method.name(), kind.name(), data.name);
     bet_format::write_atomic(&a.out.with_extension("svg"), search_svg(&outcome.evaluated, &title).as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn dtype_of(d: DtypeArg) -> bet_format::ValueDtype {
+    match d {
+        DtypeArg::F32 => bet_format::ValueDtype::F32,
+        DtypeArg::F16 => bet_format::ValueDtype::F16,
+    }
 }
 
 fn placement_of(p: PlacementArg) -> bet_train::lightgcn::Placement {
@@ -671,6 +675,10 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         BackboneKind::LightGcn | BackboneKind::Ngcf => 3,
     };
     let mut model = kind.build(&split, a.d_max as usize, placement, widths.clone(), a.seed)?;
+    if a.out.is_some() {
+        // Refuse --out for a model without a budgeted file before hours of training, not after.
+        model.check_exportable().context("--out")?;
+    }
     let mut init_sha = String::from("none");
     if let Some(path) = &a.init {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -767,6 +775,38 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
     );
     line("validation", &val);
     line("test", &test);
+    let file = match &a.out {
+        None => serde_json::Value::Null,
+        Some(out) => {
+            let dtype = dtype_of(a.dtype);
+            let settings = bet_train::export::ExportSettings {
+                keep: budgeted.then_some(keep),
+                seed: a.seed,
+                threads: threads as u32,
+                dtype,
+            };
+            let shipped = bet_train::export::ship(&*model, &data, &split, &settings, out)?;
+            let source = format!("from {} by bet-runtime", out.display());
+            bet_train::out!("wrote {} ({} bytes, {stored} values)", out.display(), shipped.bytes);
+            bet_train::out!("validation ({source}): {}", shipped.validation);
+            bet_train::out!("test ({source}): {}", shipped.test);
+            let p = &shipped.parity;
+            if !p.agrees() {
+                eprintln!(
+                    "warning: the file's scores disagree with the trainer's evaluation of the shipped values on {} users \
+                     (same top-20 for {}; trainer {}; runtime {})",
+                    p.users, p.same_top20, p.trainer, p.runtime
+                );
+            }
+            let m = |m: &bet_train::eval::Metrics| serde_json::json!({"recall": m.recall, "ndcg": m.ndcg, "eq13": m.ensemble(), "users": m.users});
+            serde_json::json!({
+                "path": out.display().to_string(), "bytes": shipped.bytes, "dtype": format!("{dtype:?}").to_lowercase(),
+                "evaluated_by": "bet-runtime (the exported file)",
+                "validation": m(&shipped.validation), "test": m(&shipped.test),
+                "parity": {"users": p.users, "max_abs_diff": p.max_abs_diff, "same_top20": p.same_top20, "agrees": p.agrees()},
+            })
+        }
+    };
     if let Some(path) = &a.report {
         let m = |m: &bet_train::eval::Metrics| serde_json::json!({"recall": m.recall, "ndcg": m.ndcg, "eq13": m.ensemble(), "users": m.users});
         let json = serde_json::json!({
@@ -782,6 +822,7 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
             "steps": report.steps, "best_step": report.best_step,
             "rounds": report.rounds.iter().map(|(s, r)| serde_json::json!({"step": s, "validation": m(r)})).collect::<Vec<_>>(),
             "validation": m(&val), "test": m(&test), "seconds": started.elapsed().as_secs_f64(),
+            "file": file,
         });
         bet_format::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())?;
     }
