@@ -551,20 +551,11 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         let source = format!("from {} by bet-runtime", a.out.display());
         line("validation", &source, &validation);
         line("test", &source, &test);
-        // What is shipped is what was measured; a disagreement is reported loudly, not hidden.
-        let agrees = agreement.agrees();
-        if !agrees {
-            eprintln!(
-                "warning: the file's scores disagree with the trainer's evaluation of the shipped values on {} users \
-                 (same top-20 for {}; trainer {}; runtime {})",
-                agreement.users, agreement.same_top20, agreement.trainer, agreement.runtime
-            );
-        }
-        let parity_json = serde_json::json!({"users": agreement.users, "max_abs_diff": agreement.max_abs_diff, "same_top20": agreement.same_top20, "agrees": agrees});
+        let parity_json = parity_report(&agreement);
         let file = serde_json::json!({"path": a.out.display().to_string(), "bytes": shipped.bytes});
         (validation, test, "bet-runtime (the exported file)", file, parity_json)
     };
-    let m = |m: &bet_train::eval::Metrics| serde_json::json!({"recall": m.recall, "ndcg": m.ndcg, "eq13": m.ensemble(), "users": m.users});
+    let m = metrics_report;
     let mut histogram = vec![0u64; a.d_max as usize + 1];
     for &w in &outcome.widths {
         histogram[w as usize] += 1;
@@ -591,6 +582,24 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let title = format!("{} {} on {} (keep {keep})", method.name(), kind.name(), data.name);
     bet_format::write_atomic(&a.out.with_extension("svg"), search_svg(&outcome.evaluated, &title).as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Metrics as the JSON reports write them.
+fn metrics_report(m: &bet_train::eval::Metrics) -> serde_json::Value {
+    serde_json::json!({"recall": m.recall, "ndcg": m.ndcg, "eq13": m.ensemble(), "users": m.users})
+}
+
+/// The parity check as the JSON reports write it. What is shipped is what was measured: a
+/// disagreement is also printed as a warning, loudly, not hidden in the report.
+fn parity_report(p: &bet_train::export::Parity) -> serde_json::Value {
+    if !p.agrees() {
+        eprintln!(
+            "warning: the file's scores disagree with the trainer's evaluation of the shipped values on {} users \
+             (same top-20 for {}; trainer {}; runtime {})",
+            p.users, p.same_top20, p.trainer, p.runtime
+        );
+    }
+    serde_json::json!({"users": p.users, "max_abs_diff": p.max_abs_diff, "same_top20": p.same_top20, "agrees": p.agrees()})
 }
 
 fn dtype_of(d: DtypeArg) -> bet_format::ValueDtype {
@@ -790,25 +799,16 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
             bet_train::out!("wrote {} ({} bytes, {stored} values)", out.display(), shipped.bytes);
             bet_train::out!("validation ({source}): {}", shipped.validation);
             bet_train::out!("test ({source}): {}", shipped.test);
-            let p = &shipped.parity;
-            if !p.agrees() {
-                eprintln!(
-                    "warning: the file's scores disagree with the trainer's evaluation of the shipped values on {} users \
-                     (same top-20 for {}; trainer {}; runtime {})",
-                    p.users, p.same_top20, p.trainer, p.runtime
-                );
-            }
-            let m = |m: &bet_train::eval::Metrics| serde_json::json!({"recall": m.recall, "ndcg": m.ndcg, "eq13": m.ensemble(), "users": m.users});
             serde_json::json!({
                 "path": out.display().to_string(), "bytes": shipped.bytes, "dtype": format!("{dtype:?}").to_lowercase(),
                 "evaluated_by": "bet-runtime (the exported file)",
-                "validation": m(&shipped.validation), "test": m(&shipped.test),
-                "parity": {"users": p.users, "max_abs_diff": p.max_abs_diff, "same_top20": p.same_top20, "agrees": p.agrees()},
+                "validation": metrics_report(&shipped.validation), "test": metrics_report(&shipped.test),
+                "parity": parity_report(&shipped.parity),
             })
         }
     };
     if let Some(path) = &a.report {
-        let m = |m: &bet_train::eval::Metrics| serde_json::json!({"recall": m.recall, "ndcg": m.ndcg, "eq13": m.ensemble(), "users": m.users});
+        let m = metrics_report;
         let json = serde_json::json!({
             "schema": "bet-train/1",
             "evaluated_by": "trainer",
