@@ -374,13 +374,7 @@ impl BackboneKind {
             (true, None) => {
                 return Err(crate::Error::Settings(format!("{} needs a mask placement", self.name())));
             }
-            (false, Some(p)) => {
-                return Err(crate::Error::Settings(format!(
-                    "{} has no mask placement (got {}); only lightgcn and ngcf take one",
-                    self.name(),
-                    p.name()
-                )));
-            }
+            (false, Some(p)) => return Err(self.has_no_placement(p)),
         };
         Ok(match self {
             BackboneKind::Mf => Box::new(LightGcnBackbone::new(split, d, 0, placement, widths, seed)),
@@ -402,11 +396,15 @@ impl BackboneKind {
         match (self.has_placement(), requested) {
             (true, p) => Ok(Some(p.unwrap_or_default())),
             (false, None) => Ok(None),
-            (false, Some(p)) => Err(crate::Error::Settings(format!(
-                "{} has no mask placement (got --placement {}); only lightgcn and ngcf take one",
-                self.name(),
-                p.name()
-            ))),
+            (false, Some(p)) => Err(self.has_no_placement(p)),
         }
+    }
+
+    fn has_no_placement(self, asked: Placement) -> crate::Error {
+        crate::Error::Settings(format!(
+            "{} has no mask placement (got --placement {}); only lightgcn and ngcf take one",
+            self.name(),
+            asked.name()
+        ))
     }
 }
