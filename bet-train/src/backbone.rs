@@ -331,6 +331,14 @@ impl BackboneKind {
         matches!(self, BackboneKind::LightGcn | BackboneKind::Ngcf)
     }
 
+    /// Whether the full-width model (every width `d_max`) differs between placements. Not for
+    /// LightGCN: cutting to `d_max` cuts nothing. Yes for NGCF: its final vector is `4·d_max`
+    /// wide and `output`/`both` keep `d_max` of its values even at full width. What a cached
+    /// pretraining is keyed on follows from this (`search`).
+    pub fn full_width_depends_on_placement(self) -> bool {
+        self == BackboneKind::Ngcf
+    }
+
     /// The widest `d_max` a `.bet` file of this kind can hold: [`bet_format::MAX_VECTOR_WIDTH`]
     /// for the dot-product models, [`bet_format::MAX_NCF_WIDTH`] for NCF (its dense weights and
     /// the runtime's per-query buffers grow with it).

@@ -190,11 +190,10 @@ fn fitness_subset(n_users: usize, take: usize, seed: u64) -> Vec<u32> {
     all
 }
 
-/// What identifies a pretrained model in the checkpoint directory. LightGCN at full width is
-/// one model under every placement (cutting to d_max cuts nothing), so its pretraining is shared
-/// across placements as well as methods and budgets. NGCF's final vector is 4·d_max wide and
-/// `output`/`both` keep d_max of its values even at full width: its pretraining depends on the
-/// placement, and sharing it across placements would fine-tune the wrong model.
+/// What identifies a pretrained model in the checkpoint directory: shared by every method and
+/// budget, and across placements exactly when the backbone's full-width model does not depend
+/// on the placement ([`BackboneKind::full_width_depends_on_placement`]); sharing it otherwise
+/// would fine-tune the wrong model.
 fn pretrain_description(config: &SearchConfig) -> String {
     let mut description = format!(
         "bet-pretrain/1 {} model {} d_max {} seed {} config {:?}",
@@ -204,7 +203,7 @@ fn pretrain_description(config: &SearchConfig) -> String {
         config.seed,
         config.train
     );
-    if config.backbone == BackboneKind::Ngcf {
+    if config.backbone.full_width_depends_on_placement() {
         description.push_str(" placement ");
         description.push_str(Placement::name_of(config.placement));
     }
@@ -507,6 +506,7 @@ mod tests {
                 let same_key = pretrain_description(&config(kind, placement))
                     == pretrain_description(&config(kind, Placement::Input));
                 assert_eq!(same_model, kind == BackboneKind::LightGcn, "{kind:?} {placement:?}");
+                assert_eq!(same_model, !kind.full_width_depends_on_placement(), "{kind:?} {placement:?}");
                 assert_eq!(same_key, same_model, "{kind:?} {placement:?}: the cache key must follow the model");
             }
         }
