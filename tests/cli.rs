@@ -368,15 +368,21 @@ fn killed_training_resumes_to_the_same_model() {
     };
     let straight = dir.path().join("straight.state");
     let args = common(&dir.path().join("ckpt-a"), &straight);
+    let started = std::time::Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_bet")).args(&args).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The delays are fractions of this run's length, so that kills land inside the run whether
+    // the binary is a debug build (seconds) or a release build on an idle machine (a fraction of
+    // a second); fixed delays let a fast run end before the first kill.
+    let straight_ms = u64::try_from(started.elapsed().as_millis()).unwrap().max(20);
 
     let killed = dir.path().join("killed.state");
     let ckpt = dir.path().join("ckpt-b");
     let args = common(&ckpt, &killed);
-    // Kill after varying delays, so kills land at different points of the run: before the
-    // first checkpoint, between steps, and during checkpoint writes.
-    let (kills, err) = kill_until_done(&args, 100, |attempt| 300 + attempt * 397 % 1700);
+    // Kill after varying delays (10% to 79% of the uninterrupted run), so kills land at
+    // different points of the run: before the first checkpoint, between steps, and during
+    // checkpoint writes.
+    let (kills, err) = kill_until_done(&args, 100, |attempt| straight_ms * (10 + attempt * 37 % 70) / 100);
     let resumed = usize::from(err.contains("resumed from step"));
     assert!(kills >= 2, "the run ended before it could be killed twice ({kills})");
     assert_eq!(resumed, 1, "the last run did not resume from a checkpoint");
