@@ -298,6 +298,51 @@ fn train_runs_reports_and_refuses_bad_settings() {
     }
 }
 
+/// Training gives the same parameters, bit for bit, with any thread count: every parallel sum
+/// is cut into fixed chunks added in order. The pretraining cache relies on it (its key leaves
+/// the thread count out, so a search with 2 threads may start from a model pretrained with 1).
+#[test]
+fn training_does_not_depend_on_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/gowalla-sample");
+    for model in ["lightgcn", "ngcf", "ncf", "mf"] {
+        let states: Vec<Vec<u8>> = ["1", "3"]
+            .iter()
+            .map(|threads| {
+                let state = dir.path().join(format!("{model}-{threads}.state"));
+                let ckpt = dir.path().join(format!("ckpt-{threads}"));
+                let (code, out, err) = bet(&[
+                    "train",
+                    "--dataset",
+                    sample.to_str().unwrap(),
+                    "--model",
+                    model,
+                    "--d-max",
+                    "8",
+                    "--sparsity",
+                    "0.5",
+                    "--round-steps",
+                    "3",
+                    "--max-steps",
+                    "6",
+                    "--seed",
+                    "5",
+                    "--threads",
+                    threads,
+                    "--checkpoint-dir",
+                    ckpt.to_str().unwrap(),
+                    "--save-state",
+                    state.to_str().unwrap(),
+                ]);
+                assert_eq!(code, 0, "{model} {threads}: {out}\n{err}");
+                std::fs::read(&state).unwrap()
+            })
+            .collect();
+        assert!(!states[0].is_empty());
+        assert!(states[0] == states[1], "{model}: 1 and 3 threads trained different models");
+    }
+}
+
 /// Runs `bet ARGS` again and again, each attempt SIGKILLed after `delay_ms(attempt)` unless it
 /// ends first; every restart resumes from the checkpoints, so the work moves on until one
 /// attempt lives to the end (which must succeed). Returns the number of kills and the last
