@@ -155,7 +155,7 @@ impl LightGcnBackbone {
             .unwrap_or_else(|_| ndarray::Array2::zeros((nu, d)));
         let items = ndarray::Array2::from_shape_vec((ni, d), f.output[nu * d..].to_vec())
             .unwrap_or_else(|_| ndarray::Array2::zeros((ni, d)));
-        DenseScorer { users, items }
+        DenseScorer::new(users, items)
     }
 
     /// The graph.

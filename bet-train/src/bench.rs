@@ -320,7 +320,7 @@ pub fn run_eval(data_dir: &Path, repeats: usize) -> crate::Result<serde_json::Va
     let mut rng = SplitMix(3);
     let users = Array2::from_shape_simple_fn((split.n_users, 128), || rng.symmetric() * 0.1);
     let items = Array2::from_shape_simple_fn((split.n_items, 128), || rng.symmetric() * 0.1);
-    let scorer = DenseScorer { users, items };
+    let scorer = DenseScorer::new(users, items);
     let mut times = vec![];
     let mut last = None;
     for _ in 0..repeats.max(1) {

@@ -183,12 +183,10 @@ pub fn shipped_scorer(tables: &ExportTables, dtype: ValueDtype) -> Box<dyn Score
     let users = pad(&tables.user_widths, &tables.user_values);
     let items = pad(&tables.item_widths, &tables.item_values);
     match &tables.ncf {
-        None => Box::new(DenseScorer {
-            users: ndarray::Array2::from_shape_vec((nu, width), users)
-                .unwrap_or_else(|_| ndarray::Array2::zeros((nu, width))),
-            items: ndarray::Array2::from_shape_vec((ni, width), items)
-                .unwrap_or_else(|_| ndarray::Array2::zeros((ni, width))),
-        }),
+        None => Box::new(DenseScorer::new(
+            ndarray::Array2::from_shape_vec((nu, width), users).unwrap_or_else(|_| ndarray::Array2::zeros((nu, width))),
+            ndarray::Array2::from_shape_vec((ni, width), items).unwrap_or_else(|_| ndarray::Array2::zeros((ni, width))),
+        )),
         Some((user_gmf, item_gmf, dense)) => {
             let d = width;
             let (w1, rest) = dense.split_at(2 * d * d);

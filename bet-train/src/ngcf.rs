@@ -456,7 +456,7 @@ impl Ngcf<f32> {
         let table = |rows: usize, v: &[f32]| {
             ndarray::Array2::from_shape_vec((rows, w4), v.to_vec()).expect("final vectors are rows x 4d")
         };
-        DenseScorer { users: table(self.n_users, &out[..split]), items: table(self.n_items, &out[split..]) }
+        DenseScorer::new(table(self.n_users, &out[..split]), table(self.n_items, &out[split..]))
     }
 }
 
