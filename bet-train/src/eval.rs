@@ -474,15 +474,20 @@ impl DenseScorer {
                 let n = ITEM_TILE.min(n_items - first);
                 for (q, p) in (first / PANEL..(first + n).div_ceil(PANEL)).enumerate() {
                     let panel = &packed[p * PANEL * d..(p + 1) * PANEL * d];
-                    for g in 0..groups {
-                        let group = &group_values[g * USER_GROUP * d..(g + 1) * USER_GROUP * d];
-                        let sums = simd.vectorize(|| fma::panel_6x16(simd, group, panel, d));
-                        let used = USER_GROUP.min(block.len() - g * USER_GROUP);
-                        for (r, sums) in sums.iter().take(used).enumerate() {
-                            let at = (g * USER_GROUP + r) * ITEM_TILE + q * PANEL;
-                            scores[at..at + PANEL].copy_from_slice(sums);
+                    // One call under the AVX2 + FMA target for all groups: the kernel and the
+                    // stores inline into it.
+                    simd.vectorize(|| {
+                        for g in 0..groups {
+                            let group = &group_values[g * USER_GROUP * d..(g + 1) * USER_GROUP * d];
+                            let sums = fma::panel_6x16(simd, group, panel, d);
+                            let used = USER_GROUP.min(block.len() - g * USER_GROUP);
+                            for (r, sums) in sums.iter().take(used).enumerate() {
+                                let at = (g * USER_GROUP + r) * ITEM_TILE + q * PANEL;
+                                let out: &mut [f32; PANEL] = (&mut scores[at..at + PANEL]).try_into().expect("16");
+                                *out = *sums;
+                            }
                         }
-                    }
+                    });
                 }
                 for (r, row) in scores.chunks_exact_mut(ITEM_TILE).take(block.len()).enumerate() {
                     let k = b * USER_BLOCK + r;
