@@ -149,6 +149,18 @@ impl Ranking {
         Ranking { best: Vec::with_capacity(K_MAX + 1), threshold: f32::NEG_INFINITY, needs_exact: false }
     }
 
+    /// Whether [`Ranking::offer`] could take any of `scores` (excluded or not): false only when
+    /// the list is full, its threshold a number, and no score above it: then `offer` would
+    /// skip them all.
+    #[inline(always)]
+    fn may_take(&self, scores: &[f32]) -> bool {
+        let threshold = self.threshold;
+        !(self.best.len() == K_MAX
+            && !threshold.is_nan()
+            && !scores.iter().fold(false, |hit, &s| hit | (s > threshold)))
+            && !self.needs_exact
+    }
+
     /// Offers the scores of items `first..first + scores.len()` (excluded ones already −∞).
     fn offer(&mut self, scores: &[f32], first: usize) {
         if self.needs_exact {
@@ -377,10 +389,8 @@ pub struct DenseScorer {
 const PANEL: usize = 16;
 /// Users per micro-kernel call: 6 × 2 sums fill 12 of the 16 AVX2 registers.
 const USER_GROUP: usize = 6;
-/// Users whose scores of one item tile are kept together (192 × 512 scores: 384 KB of L2).
+/// Users whose rows stay in L2 together while the item panels pass (96 KB at d = 128).
 const USER_BLOCK: usize = 192;
-/// Items per tile (32 panels); a multiple of [`PANEL`] and of [`SKIP_BLOCK`].
-const ITEM_TILE: usize = 512;
 
 impl DenseScorer {
     /// A scorer of `users` (users × d) against `items` (items × d).
@@ -455,10 +465,11 @@ impl DenseScorer {
         let packed = self.packed();
         let user_values = self.users.as_slice().expect("standard layout (made so in new)");
         let mut rankings: Vec<Ranking> = users.iter().map(|_| Ranking::new()).collect();
-        let mut scores = vec![0.0f32; USER_BLOCK * ITEM_TILE];
-        // Blocks of users, tiles of items: the block's scores of a tile (384 KB) and the block's
-        // rows (96 KB at d = 128) stay in L2; each panel (8 KB) stays in L1 while every group
-        // of six users of the block passes over it.
+        // Blocks of users: the block's rows (96 KB at d = 128) stay in L2 while the panels pass;
+        // each panel (8 KB) stays in L1 while every group of six users of the block passes
+        // over it. Each user's 16 sums of a panel go to its selection only when one of them
+        // beats its threshold (a vector test, rarely true once the threshold has risen), so no
+        // score is stored.
         let mut group_values = vec![0.0f32; USER_BLOCK.div_ceil(USER_GROUP) * USER_GROUP * d];
         for (b, block) in users.chunks(USER_BLOCK).enumerate() {
             // The block's users in groups of six, value-major (`[t][6]`, zeros past the last).
@@ -470,31 +481,27 @@ impl DenseScorer {
                 }
             }
             let groups = block.len().div_ceil(USER_GROUP);
-            for first in (0..n_items).step_by(ITEM_TILE) {
-                let n = ITEM_TILE.min(n_items - first);
-                for (q, p) in (first / PANEL..(first + n).div_ceil(PANEL)).enumerate() {
-                    let panel = &packed[p * PANEL * d..(p + 1) * PANEL * d];
-                    // One call under the AVX2 + FMA target for all groups: the kernel and the
-                    // stores inline into it.
-                    simd.vectorize(|| {
-                        for g in 0..groups {
-                            let group = &group_values[g * USER_GROUP * d..(g + 1) * USER_GROUP * d];
-                            let sums = fma::panel_6x16(simd, group, panel, d);
-                            let used = USER_GROUP.min(block.len() - g * USER_GROUP);
-                            for (r, sums) in sums.iter().take(used).enumerate() {
-                                let at = (g * USER_GROUP + r) * ITEM_TILE + q * PANEL;
-                                let out: &mut [f32; PANEL] = (&mut scores[at..at + PANEL]).try_into().expect("16");
-                                *out = *sums;
+            let rankings = &mut rankings[b * USER_BLOCK..b * USER_BLOCK + block.len()];
+            let excluded = &excluded[b * USER_BLOCK..b * USER_BLOCK + block.len()];
+            for p in 0..n_items.div_ceil(PANEL) {
+                let panel = &packed[p * PANEL * d..(p + 1) * PANEL * d];
+                let (first, n) = (p * PANEL, PANEL.min(n_items - p * PANEL));
+                // One call under the AVX2 + FMA target for all groups: kernel and tests inline.
+                simd.vectorize(|| {
+                    for g in 0..groups {
+                        let group = &group_values[g * USER_GROUP * d..(g + 1) * USER_GROUP * d];
+                        let sums = fma::panel_6x16(simd, group, panel, d);
+                        let used = USER_GROUP.min(block.len() - g * USER_GROUP);
+                        for (r, sums) in sums.iter().take(used).enumerate() {
+                            let k = g * USER_GROUP + r;
+                            if rankings[k].may_take(sums) {
+                                let mut scores = *sums;
+                                mark_excluded(&mut scores[..n], first, excluded[k]);
+                                rankings[k].offer(&scores[..n], first);
                             }
                         }
-                    });
-                }
-                for (r, row) in scores.chunks_exact_mut(ITEM_TILE).take(block.len()).enumerate() {
-                    let k = b * USER_BLOCK + r;
-                    let row = &mut row[..n];
-                    mark_excluded(row, first, excluded[k]);
-                    rankings[k].offer(row, first);
-                }
+                    }
+                });
             }
         }
         let mut row = Vec::new();
