@@ -155,10 +155,13 @@ impl Ranking {
     #[inline(always)]
     fn may_take(&self, scores: &[f32]) -> bool {
         let threshold = self.threshold;
-        !(self.best.len() == K_MAX
-            && !threshold.is_nan()
-            && !scores.iter().fold(false, |hit, &s| hit | (s > threshold)))
-            && !self.needs_exact
+        if self.needs_exact {
+            return false;
+        }
+        if self.best.len() < K_MAX || threshold.is_nan() {
+            return true;
+        }
+        scores.iter().fold(false, |hit, &s| hit | (s > threshold))
     }
 
     /// Offers the scores of items `first..first + scores.len()` (excluded ones already −∞).
