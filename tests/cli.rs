@@ -191,6 +191,33 @@ fn train_runs_reports_and_refuses_bad_settings() {
     }
     let (code, _, err) = bet(&["verify", shipped.to_str().unwrap(), "--max-params", &(100 * 16 / 2).to_string()]);
     assert_eq!(code, 0, "{err}");
+    // `bet compare`: the same model written as f16 (the run resumes from its last checkpoint)
+    // against the f32 file; a file against itself agrees everywhere; two files of different
+    // models are refused.
+    let shipped16 = dir.path().join("shipped16.bet");
+    let (code, out, err) =
+        seeded(&dir.path().join("r16.json"), &["--out", shipped16.to_str().unwrap(), "--dtype", "f16"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let compared = dir.path().join("compare.json");
+    let (code, out, err) =
+        bet(&["compare", shipped.to_str().unwrap(), shipped16.to_str().unwrap(), "--json", compared.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&compared).unwrap()).unwrap();
+    assert_eq!(c["schema"], "bet-compare/1");
+    assert_eq!(c["k"], 20);
+    let (users, list, set) =
+        (c["users"].as_u64().unwrap(), c["same_list"].as_u64().unwrap(), c["same_set"].as_u64().unwrap());
+    assert!(users > 0 && list <= set && set <= users, "{c}");
+    assert!(out.contains(&format!("{users} users, top 20: same list {list}")), "{out}");
+    let (code, out, _) = bet(&["compare", shipped.to_str().unwrap(), shipped.to_str().unwrap(), "--k", "5"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&format!("same list {users} (100.0%), same set {users} (100.0%), mean overlap 5.00 of 5")),
+        "{out}"
+    );
+    let (code, _, err) = bet(&["compare", shipped.to_str().unwrap(), &golden("lightgcn_f16_width.bet")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not two files of one model"), "{err}");
     // The paper's input placement has no budgeted file: refused before any training.
     let (code, _, err) = run(&["--placement", "input", "--out", shipped.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");

@@ -95,6 +95,20 @@ enum Command {
         #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
         vector: Vec<f32>,
     },
+    /// Compare the top-k lists two files give every user (say an f16 file against the f32
+    /// file of the same model): how many are the same list, and the same set.
+    Compare {
+        /// The first file.
+        a: PathBuf,
+        /// The second file (same users and items).
+        b: PathBuf,
+        /// How many items per user.
+        #[arg(long, default_value_t = 20)]
+        k: usize,
+        /// Also write the result as JSON (schema bet-compare/1) here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Train a backbone with equal widths under a budget (BPR, early stopping), then evaluate.
     Train(TrainArgs),
     /// The BET search (or a baseline) under an exact budget: pretrain, search, retrain the best,
@@ -249,6 +263,60 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !vector.is_empty() {
                 let got = model.top_k_for_vector(bet_runtime::UserVector::Dot(&vector), k, &Filter::NONE, &mut out)?;
                 line("vector".into(), &out[..got]);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare { a, b, k, json } => {
+            let open = |f: &PathBuf| Model::read(f).with_context(|| format!("opening {}", f.display()));
+            let (ma, mb) = (open(&a)?, open(&b)?);
+            let (sa, sb) = (ma.summary(), mb.summary());
+            if (sa.n_users, sa.n_items) != (sb.n_users, sb.n_items) {
+                anyhow::bail!(
+                    "{} has {} users and {} items, {} has {} and {}: not two files of one model",
+                    a.display(),
+                    sa.n_users,
+                    sa.n_items,
+                    b.display(),
+                    sb.n_users,
+                    sb.n_items
+                );
+            }
+            let n = k.min(sa.n_items as usize);
+            let (mut ta, mut tb) = (vec![Scored::EMPTY; n], vec![Scored::EMPTY; n]);
+            let (mut same_order, mut same_set, mut overlap) = (0u64, 0u64, 0u64);
+            for user in 0..sa.n_users {
+                let ga = ma.top_k(user, n, &Filter::NONE, &mut ta)?;
+                let gb = mb.top_k(user, n, &Filter::NONE, &mut tb)?;
+                let (la, lb): (Vec<u32>, Vec<u32>) =
+                    (ta[..ga].iter().map(|s| s.index).collect(), tb[..gb].iter().map(|s| s.index).collect());
+                same_order += u64::from(la == lb);
+                let (mut xa, mut xb) = (la.clone(), lb.clone());
+                xa.sort_unstable();
+                xb.sort_unstable();
+                same_set += u64::from(xa == xb);
+                overlap += xa.iter().filter(|i| xb.binary_search(i).is_ok()).count() as u64;
+            }
+            let users = u64::from(sa.n_users).max(1);
+            let share = |c: u64| 100.0 * c as f64 / users as f64;
+            bet_train::out!(
+                "{} users, top {n}: same list {same_order} ({:.1}%), same set {same_set} ({:.1}%), mean overlap {:.2} of {n}",
+                sa.n_users,
+                share(same_order),
+                share(same_set),
+                overlap as f64 / users as f64
+            );
+            if let Some(path) = json {
+                let v = serde_json::json!({
+                    "schema": "bet-compare/1",
+                    "a": a.display().to_string(),
+                    "b": b.display().to_string(),
+                    "users": sa.n_users,
+                    "k": n,
+                    "same_list": same_order,
+                    "same_set": same_set,
+                    "mean_overlap": overlap as f64 / users as f64,
+                });
+                bet_format::write_atomic(&path, serde_json::to_string_pretty(&v)?.as_bytes())?;
             }
             Ok(ExitCode::SUCCESS)
         }
