@@ -135,7 +135,7 @@ fn mark_excluded(scores: &mut [f32], first: usize, excluded: [&[u32]; 2]) {
 }
 
 /// The fast top-20 selection, fed with consecutive ranges of one user's scores in item order
-/// (a whole row by [`top`], tiles by [`DenseScorer`]'s fused ranking), so both give the same
+/// (a whole row by [`top`], 16 at a time by [`DenseScorer`]'s fused ranking), so both give the same
 /// list from the same scores.
 struct Ranking {
     best: Vec<(f32, u32)>,
@@ -376,9 +376,10 @@ impl MetricSums {
 ///
 /// Whole rows of scores ([`Scorer::score_users`]) come from a GEMM. Evaluation ranks without
 /// them where the CPU has AVX2 and FMA ([`Scorer::rank_users`]): the item table is packed once
-/// into panels of 16 items, a micro-kernel keeps 6 users × 16 items of sums in registers, and
-/// each tile of scores is fed to the users' top-20 selections while it is in the cache (a
-/// 1,024-user block of whole rows is 168 MB on Gowalla, written and read back through memory).
+/// into panels of 16 items, a micro-kernel keeps 6 users × 16 items of sums in registers, and a
+/// user's 16 sums go to its top-20 selection only when one beats its current 20th, so no score
+/// is stored (a 1,024-user block of whole rows is 168 MB on Gowalla, written and read back
+/// through memory).
 /// Each score there is one chain of fused multiply-adds over the `d` values in order, so it does
 /// not depend on the blocking or the thread count.
 pub struct DenseScorer {
@@ -695,7 +696,7 @@ mod tests {
         assert_eq!((m.users, m.skipped), (1, 1));
     }
 
-    /// The fused ranking (tiles of scores fed to the selection) gives the lists that scoring
+    /// The fused ranking (sums fed to the selection 16 at a time) gives the lists that scoring
     /// whole rows and ranking them gives. Small integer vectors make every score exact in both
     /// (so equal), with many ties (broken by the lower index), exclusions, a user whose scores
     /// are all NaN, and sizes that are not multiples of the panel, the group or the tile.
