@@ -505,8 +505,11 @@ fn search_exports_a_budgeted_model_and_resumes_to_the_same_bytes() {
         tiny_search_args(ckpt, out, &["--iterations", "5", "--candidates", "6", "--retrain-top", "2"])
     };
     let straight = dir.path().join("straight.bet");
+    let started = std::time::Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_bet")).args(args(&dir.path().join("a"), &straight)).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Kill delays are fractions of this run's length (debug or release build alike).
+    let straight_ms = u64::try_from(started.elapsed().as_millis()).unwrap().max(20);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("test (from"), "{stdout}");
     // The gate accepts it: within its limit, valid, checksums right.
@@ -525,7 +528,9 @@ fn search_exports_a_budgeted_model_and_resumes_to_the_same_bytes() {
     // Killed at varying moments and restarted until it finishes.
     let killed = dir.path().join("killed.bet");
     let ckpt = dir.path().join("b");
-    let (kills, _) = kill_until_done(&args(&ckpt, &killed), 60, |attempt| 500 + attempt * 300 + attempt * 613 % 900);
+    let (kills, _) = kill_until_done(&args(&ckpt, &killed), 60, |attempt| {
+        straight_ms * (15 + attempt * 10 + attempt * 37 % 40) / 100
+    });
     assert!(kills >= 1, "the search ended before it could be killed");
     let (a, b) = (std::fs::read(&straight).unwrap(), std::fs::read(&killed).unwrap());
     assert!(a == b, "a resumed search wrote a different file");
