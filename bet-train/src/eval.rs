@@ -699,7 +699,7 @@ mod tests {
     /// The fused ranking (sums fed to the selection 16 at a time) gives the lists that scoring
     /// whole rows and ranking them gives. Small integer vectors make every score exact in both
     /// (so equal), with many ties (broken by the lower index), exclusions, a user whose scores
-    /// are all NaN, and sizes that are not multiples of the panel, the group or the tile.
+    /// are all NaN, and sizes that are not multiples of the panel, the group or the user block.
     #[test]
     fn fused_ranking_equals_ranking_whole_rows() {
         for (n_users, n_items, d) in [(1, 5, 3), (7, 23, 8), (200, 1100, 16), (13, 530, 5)] {
