@@ -16,6 +16,14 @@ fn golden(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../bet-format/tests/golden").join(name).display().to_string()
 }
 
+/// `bet train` of `model` on `dataset` with a tiny protocol (d_max 8, 50% sparsity, rounds of
+/// 3 steps, checkpoints in `ckpt`), then `extra`.
+fn tiny_train(dataset: &Path, model: &str, ckpt: &Path, extra: &[&str]) -> (i32, String, String) {
+    let (dataset, ckpt) = (dataset.to_str().unwrap(), ckpt.to_str().unwrap());
+    let common = ["train", "--dataset", dataset, "--model", model, "--d-max", "8", "--sparsity", "0.5"];
+    bet(&[&common[..], &["--round-steps", "3", "--checkpoint-dir", ckpt], extra].concat())
+}
+
 fn temp_copy(dir: &tempfile::TempDir, name: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
     let mut bytes = std::fs::read(golden(name)).unwrap();
     f(&mut bytes);
@@ -235,27 +243,12 @@ fn train_runs_reports_and_refuses_bad_settings() {
     let state = dir.path().join("model.state");
     for model in ["mf", "ngcf", "ncf"] {
         let r = dir.path().join(format!("{model}.json"));
-        let (code, out, err) = bet(&[
-            "train",
-            "--dataset",
-            csv.to_str().unwrap(),
-            "--model",
+        let (code, out, err) = tiny_train(
+            &csv,
             model,
-            "--d-max",
-            "8",
-            "--sparsity",
-            "0.5",
-            "--round-steps",
-            "3",
-            "--max-steps",
-            "3",
-            "--checkpoint-dir",
-            ckpt.to_str().unwrap(),
-            "--report",
-            r.to_str().unwrap(),
-            "--save-state",
-            state.to_str().unwrap(),
-        ]);
+            &ckpt,
+            &["--max-steps", "3", "--report", r.to_str().unwrap(), "--save-state", state.to_str().unwrap()],
+        );
         assert_eq!(code, 0, "{model}: {out}\n{err}");
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&r).unwrap()).unwrap();
         assert_eq!(v["model"], model);
@@ -338,29 +331,12 @@ fn training_does_not_depend_on_the_thread_count() {
             .map(|threads| {
                 let state = dir.path().join(format!("{model}-{threads}.state"));
                 let ckpt = dir.path().join(format!("ckpt-{threads}"));
-                let (code, out, err) = bet(&[
-                    "train",
-                    "--dataset",
-                    sample.to_str().unwrap(),
-                    "--model",
+                let (code, out, err) = tiny_train(
+                    &sample,
                     model,
-                    "--d-max",
-                    "8",
-                    "--sparsity",
-                    "0.5",
-                    "--round-steps",
-                    "3",
-                    "--max-steps",
-                    "6",
-                    "--seed",
-                    "5",
-                    "--threads",
-                    threads,
-                    "--checkpoint-dir",
-                    ckpt.to_str().unwrap(),
-                    "--save-state",
-                    state.to_str().unwrap(),
-                ]);
+                    &ckpt,
+                    &["--max-steps", "6", "--seed", "5", "--threads", threads, "--save-state", state.to_str().unwrap()],
+                );
                 assert_eq!(code, 0, "{model} {threads}: {out}\n{err}");
                 std::fs::read(&state).unwrap()
             })

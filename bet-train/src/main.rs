@@ -287,14 +287,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for user in 0..sa.n_users {
                 let ga = ma.top_k(user, n, &Filter::NONE, &mut ta)?;
                 let gb = mb.top_k(user, n, &Filter::NONE, &mut tb)?;
-                let (la, lb): (Vec<u32>, Vec<u32>) =
+                let (mut la, mut lb): (Vec<u32>, Vec<u32>) =
                     (ta[..ga].iter().map(|s| s.index).collect(), tb[..gb].iter().map(|s| s.index).collect());
                 same_order += u64::from(la == lb);
-                let (mut xa, mut xb) = (la.clone(), lb.clone());
-                xa.sort_unstable();
-                xb.sort_unstable();
-                same_set += u64::from(xa == xb);
-                overlap += xa.iter().filter(|i| xb.binary_search(i).is_ok()).count() as u64;
+                // Sorted in place once the order has been compared: sets and overlap.
+                la.sort_unstable();
+                lb.sort_unstable();
+                same_set += u64::from(la == lb);
+                overlap += la.iter().filter(|i| lb.binary_search(i).is_ok()).count() as u64;
             }
             let users = u64::from(sa.n_users).max(1);
             let share = |c: u64| 100.0 * c as f64 / users as f64;
