@@ -580,6 +580,41 @@ fn every_method_fills_its_limit_and_input_placement_is_trainer_evaluated() {
     assert!(r["file"].is_null() && r["test"]["recall"][2].as_f64().unwrap() > 0.0);
 }
 
+/// `--retrain-max-steps` lifts the cap of the selective retraining alone: the second run reuses
+/// the first one's pretraining (same steps, one new checkpoint: the longer retraining's) and
+/// retrains past `--max-steps`.
+#[test]
+fn retraining_can_run_longer_than_the_shared_pretraining() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let checkpoints = || {
+        std::fs::read_dir(&ckpt)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "ckpt"))
+            .count()
+    };
+    let run = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let out = dir.path().join(name);
+        let extra = [&["--method", "es", "--retrain-top", "1"][..], extra].concat();
+        let output =
+            Command::new(env!("CARGO_BIN_EXE_bet")).args(tiny_search_args(&ckpt, &out, &extra)).output().unwrap();
+        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap()
+    };
+    let capped = run("capped.bet", &[]);
+    let before = checkpoints();
+    let longer = run("longer.bet", &["--retrain-max-steps", "16"]);
+    assert_eq!(checkpoints(), before + 1, "only the longer retraining is new; the pretraining is reused");
+    assert_eq!((capped["max_steps"].as_u64(), capped["retrain_max_steps"].as_u64()), (Some(8), Some(8)));
+    assert_eq!((longer["max_steps"].as_u64(), longer["retrain_max_steps"].as_u64()), (Some(8), Some(16)));
+    let steps = |r: &serde_json::Value| r["retrained"][0]["steps"].as_u64().unwrap();
+    assert!(capped["pretrain_steps"].as_u64().unwrap() <= 8);
+    assert_eq!(longer["pretrain_steps"], capped["pretrain_steps"]);
+    assert!(steps(&capped) <= 8, "{capped}");
+    // Rounds of 4 steps and a patience of 2 rounds: at least 12 steps unless the cap stops it.
+    assert!((12..=16).contains(&steps(&longer)), "{longer}");
+}
+
 /// Output into a closed pipe (`bet rank ... | head -1`) ends quietly instead of panicking.
 #[test]
 fn a_closed_stdout_is_not_a_panic() {

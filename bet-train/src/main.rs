@@ -498,6 +498,10 @@ struct SearchArgs {
     /// Hard cap on (pre/re)training steps.
     #[arg(long, default_value_t = 100_000)]
     max_steps: usize,
+    /// Hard cap on each retraining's steps alone (default: --max-steps): keeps a capped
+    /// pretraining, shared with earlier runs, while the retrained candidates train further.
+    #[arg(long)]
+    retrain_max_steps: Option<usize>,
     /// Directory of checkpoints (default: the user cache directory, never the work tree).
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
@@ -530,6 +534,13 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     };
     let epoch = epoch_steps(&split, 10_000);
     let sha: String = data.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let train = TrainConfig {
+        round_steps: a.round_steps.unwrap_or((50 * epoch).min(2000)),
+        patience: a.patience,
+        max_steps: a.max_steps,
+        seed: a.seed,
+        ..TrainConfig::default()
+    };
     let config = SearchConfig {
         method,
         backbone: kind,
@@ -546,13 +557,8 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         }),
         retrain_top: a.retrain_top,
         fitness_users: split.n_users.div_ceil(2),
-        train: TrainConfig {
-            round_steps: a.round_steps.unwrap_or((50 * epoch).min(2000)),
-            patience: a.patience,
-            max_steps: a.max_steps,
-            seed: a.seed,
-            ..TrainConfig::default()
-        },
+        retrain: TrainConfig { max_steps: a.retrain_max_steps.unwrap_or(a.max_steps), ..train.clone() },
+        train,
         seed: a.seed,
         checkpoint_dir: a.checkpoint_dir.clone().unwrap_or_else(bet_train::checkpoint::default_dir),
         data_fingerprint: format!("data {sha} split {} seed {}", split.protocol.name(), a.seed),
@@ -637,9 +643,15 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         "seed": a.seed, "threads": threads,
         "iterations": config.iterations, "candidates": config.candidates, "finetune_epochs": config.finetune_epochs,
         "retrain_top": config.retrain_top, "round_steps": config.train.round_steps,
+        "patience": config.train.patience, "max_steps": config.train.max_steps,
+        "retrain_max_steps": config.retrain.max_steps,
         "reference_fitness": outcome.reference_fitness,
         "evaluated": outcome.evaluated,
-        "retrained": outcome.retrained.iter().map(|(i, v)| serde_json::json!({"evaluated": i, "validation_trainer": m(v)})).collect::<Vec<_>>(),
+        "pretrain_steps": outcome.pretrain_steps,
+        "retrained": outcome.retrained.iter().map(|r| serde_json::json!({
+            "evaluated": r.evaluated, "steps": r.steps, "best_step": r.best_step,
+            "validation_trainer": m(&r.validation),
+        })).collect::<Vec<_>>(),
         "evaluated_by": evaluated_by,
         "validation": m(&validation), "test": m(&test),
         "parity": parity_json,

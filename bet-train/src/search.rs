@@ -94,8 +94,11 @@ pub struct SearchConfig {
     pub retrain_top: usize,
     /// Users of the fixed validation subset fitness is measured on.
     pub fitness_users: usize,
-    /// Pretraining and retraining settings (early stopping on validation).
+    /// Pretraining settings (early stopping on validation).
     pub train: TrainConfig,
+    /// Selective retraining settings: `train` unless the caller capped pretraining alone (a
+    /// reduced protocol can keep the shared pretraining short and still retrain to convergence).
+    pub retrain: TrainConfig,
     /// Seed of everything.
     pub seed: u64,
     /// Checkpoint directory (outside the work tree).
@@ -119,6 +122,19 @@ pub struct Evaluated {
     pub seconds: f64,
 }
 
+/// One action of the selective retraining.
+#[derive(Clone, Debug)]
+pub struct Retrained {
+    /// Index into [`SearchOutcome::evaluated`].
+    pub evaluated: usize,
+    /// Steps the retraining ran (early stopping or its cap).
+    pub steps: usize,
+    /// The step whose state was kept (the best on validation).
+    pub best_step: usize,
+    /// Validation metrics of the kept state (trainer-evaluated, all users).
+    pub validation: Metrics,
+}
+
 /// What a search did.
 pub struct SearchOutcome {
     /// The chosen widths (users then items).
@@ -127,8 +143,10 @@ pub struct SearchOutcome {
     pub model: Box<dyn Backbone>,
     /// Every evaluated action, in order.
     pub evaluated: Vec<Evaluated>,
-    /// Retrained actions: index into `evaluated`, validation metrics.
-    pub retrained: Vec<(usize, Metrics)>,
+    /// The retrained actions, in the order they were retrained.
+    pub retrained: Vec<Retrained>,
+    /// Steps the pretraining ran (early stopping or its cap).
+    pub pretrain_steps: usize,
     /// The pretrained model's validation eq. 13 on the fitness users (eq. 12's denominator).
     pub reference_fitness: f64,
     /// Wall seconds per phase: pretraining, search, retraining. Each counts every process that
@@ -388,15 +406,16 @@ pub fn run_search(
                 config.backbone.name(),
                 Placement::name_of(config.placement),
                 config.seed,
-                config.train,
+                config.retrain,
                 crate::checkpoint::fingerprint(&format!("{:?}", actions[i]))
             ),
         );
-        retrain_seconds += train(&mut *fresh, split, &config.train, Some(&plan), |_, _| {})?.seconds;
+        let run = train(&mut *fresh, split, &config.retrain, Some(&plan), |_, _| {})?;
+        retrain_seconds += run.seconds;
         let validation_started = Instant::now();
         let m = evaluate(&*fresh.scorer(), split, Target::Validation, None);
         retrain_seconds += validation_started.elapsed().as_secs_f64();
-        retrained.push((i, m));
+        retrained.push(Retrained { evaluated: i, steps: run.steps, best_step: run.best_step, validation: m });
         if best.as_ref().is_none_or(|(score, _, _)| m.ensemble() > *score) {
             best = Some((m.ensemble(), i, fresh));
         }
@@ -407,6 +426,7 @@ pub fn run_search(
         model,
         evaluated,
         retrained,
+        pretrain_steps: pretraining.steps,
         reference_fitness: reference,
         seconds: [pretrain_seconds, search_seconds, retrain_seconds],
     })
@@ -494,6 +514,7 @@ mod tests {
             retrain_top: 1,
             fitness_users: 4,
             train: TrainConfig::default(),
+            retrain: TrainConfig::default(),
             seed: 1,
             checkpoint_dir: PathBuf::from("unused"),
             data_fingerprint: "t".into(),
