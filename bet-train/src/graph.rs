@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use crate::split::Split;
 
 /// A square sparse matrix in CSR form with `f64` values (cast to the compute type on use).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Adjacency {
     n: usize,
     /// First item node: products run over user rows, then item rows (see `product`).
@@ -26,8 +26,7 @@ impl Adjacency {
     /// LightGCN's `D^-1/2 A D^-1/2` over the training split.
     pub fn lightgcn(split: &Split) -> Adjacency {
         let (u_n, i_n) = (split.n_users, split.n_items);
-        let n = u_n + i_n;
-        let mut neighbours: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut neighbours: Vec<Vec<u32>> = vec![Vec::new(); u_n + i_n];
         for u in 0..u_n {
             for &i in split.train.of(u) {
                 neighbours[u].push((u_n + i as usize) as u32);
@@ -35,6 +34,17 @@ impl Adjacency {
             }
         }
         let degree: Vec<f64> = neighbours.iter().map(|l| l.len() as f64).collect();
+        Adjacency::from_neighbours(u_n, neighbours, |r, c| 1.0 / (degree[r] * degree[c]).sqrt())
+    }
+
+    /// The matrix whose row `r` has the entries `(r, c)` for `c` in `neighbours[r]` (sorted here),
+    /// each of value `value(r, c)`. Rows `boundary..` are the item side (see `product`).
+    pub(crate) fn from_neighbours(
+        boundary: usize,
+        mut neighbours: Vec<Vec<u32>>,
+        value: impl Fn(usize, usize) -> f64,
+    ) -> Adjacency {
+        let n = neighbours.len();
         let mut row_ptr = Vec::with_capacity(n + 1);
         let (mut col, mut val) = (Vec::new(), Vec::new());
         row_ptr.push(0);
@@ -42,11 +52,11 @@ impl Adjacency {
             l.sort_unstable();
             for &c in l.iter() {
                 col.push(c);
-                val.push(1.0 / (degree[r] * degree[c as usize]).sqrt());
+                val.push(value(r, c as usize));
             }
             row_ptr.push(col.len());
         }
-        Adjacency { n, boundary: u_n, row_ptr, col, val }
+        Adjacency { n, boundary, row_ptr, col, val }
     }
 
     /// Nodes.
@@ -111,14 +121,18 @@ impl Adjacency {
         if let Some(f) = src_nonzero {
             assert_eq!(f.len(), self.n);
         }
+        if d == 0 {
+            return; // nothing to write, and a zero-sized chunk would be refused below
+        }
         let block = d * ROWS_PER_TASK;
         // Each task runs under `pulp`'s dispatch, which compiles the (inlined) row loop for the
         // best instruction set the CPU has (AVX2 on x86-64) and picks it at run time. The
         // operations and their order are the same on every path, so results are identical.
         let arch = pulp::Arch::new();
         // User rows gather only item rows and item rows only user rows (the graph is
-        // bipartite). Both threads work on one side at a time, so the rows they gather (one
-        // table side, 15-21 MB on Gowalla) fit the last-level cache together.
+        // bipartite; NGCF's self loops add each row's own). Both threads work on one side at a
+        // time, so the rows they gather (one table side, 15-21 MB on Gowalla) fit the last-level
+        // cache together.
         let mut extra = extra;
         let (y_users, y_items) = y.split_at_mut(self.boundary * d);
         for (y, first) in [(y_users, 0), (y_items, self.boundary)] {

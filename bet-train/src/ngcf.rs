@@ -43,6 +43,7 @@ use rand_pcg::Pcg64Mcg;
 use rayon::prelude::*;
 
 use crate::eval::DenseScorer;
+use crate::graph::Adjacency;
 use crate::lightgcn::Placement;
 use crate::split::Split;
 
@@ -56,20 +57,17 @@ const SLOPE: f64 = 0.2;
 const NORM_EPS: f64 = 1e-12;
 /// Mixed into the seed of the initialisation stream.
 const SEED_MIX: u64 = 0x4E47_4346_1A17_0003;
-/// Rows per parallel task of the sparse products.
-const SPARSE_ROWS: usize = 256;
 
 /// `Â = D⁻¹(A + I)` of the bipartite user–item graph, in CSR form over the pattern of `A + I`.
 ///
 /// Row `r` holds `r` itself and its neighbours, sorted; every entry of the row is
-/// `1 / (deg(r) + 1)`. `Â` is not symmetric; since `A + I` is, `Âᵀ = (A + I) D⁻¹`, so both
-/// products walk the same pattern.
+/// `1 / (deg(r) + 1)`. `Â` is not symmetric; since `A + I` is, `Âᵀ = (A + I) D⁻¹` walks the same
+/// pattern with the column's weight. Both are kept as [`Adjacency`] matrices, so NGCF's
+/// products are LightGCN's kernel (one thread per output row, summed in column order).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NgcfAdjacency {
-    row_ptr: Vec<usize>,
-    col: Vec<u32>,
-    /// `1 / (deg + 1)` per node.
-    inv: Vec<f64>,
+    forward: Adjacency,
+    transposed: Adjacency,
 }
 
 impl NgcfAdjacency {
@@ -87,17 +85,15 @@ impl NgcfAdjacency {
             neighbours[u].push((n_users + i) as u32);
             neighbours[n_users + i].push(u as u32);
         }
-        let mut row_ptr = Vec::with_capacity(n + 1);
-        let (mut col, mut inv) = (Vec::new(), Vec::with_capacity(n));
-        row_ptr.push(0);
         for l in &mut neighbours {
             l.sort_unstable();
             l.dedup();
-            col.extend_from_slice(l);
-            row_ptr.push(col.len());
-            inv.push(1.0 / l.len() as f64);
         }
-        NgcfAdjacency { row_ptr, col, inv }
+        let inv: Vec<f64> = neighbours.iter().map(|l| 1.0 / l.len() as f64).collect();
+        NgcfAdjacency {
+            forward: Adjacency::from_neighbours(n_users, neighbours.clone(), |r, _| inv[r]),
+            transposed: Adjacency::from_neighbours(n_users, neighbours, |_, c| inv[c]),
+        }
     }
 
     /// Over the training pairs of `split`.
@@ -108,51 +104,22 @@ impl NgcfAdjacency {
 
     /// Nodes.
     pub fn nodes(&self) -> usize {
-        self.inv.len()
+        self.forward.nodes()
     }
 
     /// Non-zeros (edges in both directions plus one self loop per node).
     pub fn nnz(&self) -> usize {
-        self.col.len()
+        self.forward.nnz()
     }
 
-    /// `y = Â x` for row-major `n × d` matrices: `y_r = (Σ_{c ∈ row r} x_c) / (deg(r) + 1)`.
+    /// `y = Â x` for row-major `n × d` matrices: `y_r = Σ_{c ∈ row r} x_c / (deg(r) + 1)`.
     pub fn spmm<T: Real>(&self, x: &[T], d: usize, y: &mut [T]) {
-        self.product(x, d, y, false);
+        self.forward.spmm(x, d, y);
     }
 
     /// `y = Âᵀ x = (A + I) D⁻¹ x`: `y_r = Σ_{c ∈ row r} x_c / (deg(c) + 1)`.
     pub fn spmm_t<T: Real>(&self, x: &[T], d: usize, y: &mut [T]) {
-        self.product(x, d, y, true);
-    }
-
-    fn product<T: Real>(&self, x: &[T], d: usize, y: &mut [T], transpose: bool) {
-        let n = self.nodes();
-        assert_eq!(x.len(), n * d);
-        assert_eq!(y.len(), n * d);
-        if d == 0 {
-            return;
-        }
-        let cast = |v: f64| T::from(v).unwrap_or(T::zero());
-        y.par_chunks_mut(d * SPARSE_ROWS).enumerate().for_each(|(block, out)| {
-            for (k, row) in out.chunks_mut(d).enumerate() {
-                let r = block * SPARSE_ROWS + k;
-                row.iter_mut().for_each(|v| *v = T::zero());
-                for &c in &self.col[self.row_ptr[r]..self.row_ptr[r + 1]] {
-                    let src = &x[c as usize * d..][..d];
-                    if transpose {
-                        let w = cast(self.inv[c as usize]);
-                        row.iter_mut().zip(src).for_each(|(o, &s)| *o = *o + w * s);
-                    } else {
-                        row.iter_mut().zip(src).for_each(|(o, &s)| *o = *o + s);
-                    }
-                }
-                if !transpose {
-                    let w = cast(self.inv[r]);
-                    row.iter_mut().for_each(|o| *o = *o * w);
-                }
-            }
-        });
+        self.transposed.spmm(x, d, y);
     }
 }
 
@@ -256,8 +223,9 @@ impl<T: Real> Ngcf<T> {
         ArrayView2::from_shape((self.d, self.d), &self.tensors[k]).expect("weights are d x d")
     }
 
-    /// `E_0 ..= E_L`, `(U + V) × d` each.
-    fn propagate(&self, adj: &NgcfAdjacency) -> Vec<Vec<T>> {
+    /// `E_0 ..= E_L` and the layers' neighbourhood sums `S_l = Â E_l` (`l < L`), `(U + V) × d`
+    /// each; the backward pass reuses the sums instead of recomputing three sparse products.
+    fn propagate(&self, adj: &NgcfAdjacency) -> (Vec<Vec<T>>, Vec<Vec<T>>) {
         let (n, d) = (self.nodes(), self.d);
         assert_eq!(adj.nodes(), n, "adjacency of another graph");
         let mut e0 = self.tensors[0].clone();
@@ -268,6 +236,7 @@ impl<T: Real> Ngcf<T> {
             });
         }
         let mut es = vec![e0];
+        let mut sums = Vec::with_capacity(NGCF_LAYERS);
         for l in 0..NGCF_LAYERS {
             let e = &es[l];
             let mut s = vec![T::zero(); n * d];
@@ -285,8 +254,9 @@ impl<T: Real> Ngcf<T> {
                 }
             });
             es.push(z);
+            sums.push(s);
         }
-        es
+        (es, sums)
     }
 
     /// Node `r`'s final vector (interleaved, masked) into `out` (`4d`).
@@ -309,7 +279,7 @@ impl<T: Real> Ngcf<T> {
     /// Final vectors, `(U + V) × 4d`, layer-interleaved (column `4j + l` is dimension `j` of
     /// layer `l`), masked by the placement.
     pub fn forward(&self, adj: &NgcfAdjacency) -> Vec<T> {
-        let es = self.propagate(adj);
+        let (es, _) = self.propagate(adj);
         let w4 = 4 * self.d;
         let mut out = vec![T::zero(); self.nodes() * w4];
         if w4 > 0 {
@@ -356,7 +326,7 @@ impl<T: Real> Ngcf<T> {
     /// gradient of every tensor, in the order and shapes of [`Ngcf::tensors`].
     pub fn loss_and_grad(&self, adj: &NgcfAdjacency, batch: &[(u32, u32, u32)], reg: T) -> (T, Vec<Vec<T>>) {
         let (n, d, w4, nu) = (self.nodes(), self.d, 4 * self.d, self.n_users);
-        let es = self.propagate(adj);
+        let (es, sums) = self.propagate(adj);
         let b = cast::<T>(batch.len().max(1) as f64);
 
         // The distinct rows of the batch and their final vectors.
@@ -410,11 +380,9 @@ impl<T: Real> Ngcf<T> {
                     *v = *v * slope;
                 }
             });
-            let e = &es[l];
-            let mut s = vec![T::zero(); n * d];
-            adj.spmm(e, d, &mut s);
+            let (e, s) = (&es[l], &sums[l]);
             let mut t: Vec<T> = e.par_iter().zip(s.par_iter()).map(|(&a, &b)| a * b).collect();
-            grads[1 + 4 * l] = matmul_tn(&s, d, &g, d);
+            grads[1 + 4 * l] = matmul_tn(s, d, &g, d);
             grads[3 + 4 * l] = matmul_tn(&t, d, &g, d);
             let db = col_sums(&g, d);
             grads[2 + 4 * l].copy_from_slice(&db);
@@ -582,7 +550,7 @@ mod tests {
         let h = 1e-3;
         // |pre-activation| >= |E_{l+1}| (LeakyReLU keeps the sign and shrinks by at most 0.2).
         // A step across the kink would show as a failure, never as a false pass.
-        let es = model.propagate(&adj);
+        let (es, _) = model.propagate(&adj);
         let nearest = es[1..].iter().flatten().fold(f64::INFINITY, |m, &v| m.min(v.abs()));
         assert!(nearest > 3.0 * h, "{placement:?}: a pre-activation is near the kink ({nearest:e})");
         let batch = [(0u32, 1u32, 2u32), (3, 4, 0), (0, 5, 1), (4, 2, 3), (2, 2, 5)];
