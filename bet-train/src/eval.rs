@@ -307,13 +307,9 @@ pub fn evaluate<S: Scorer + ?Sized>(scorer: &S, split: &Split, target: Target, u
             scores.resize(chunk.len() * n_items, 0.0);
             scorer.score_users(chunk, &mut scores);
             let mut sums = MetricSums::default();
-            for (row, &u) in scores.chunks_exact_mut(n_items.max(1)).zip(chunk) {
+            for ((row, &u), &excluded) in scores.chunks_exact_mut(n_items.max(1)).zip(chunk).zip(&exclusions) {
                 let positives = held_out.of(u as usize);
-                sums.add_user((!positives.is_empty()).then(|| {
-                    let ranked =
-                        top(row, [split.train.of(u as usize), extra_excluded.map_or(&[][..], |e| e.of(u as usize))]);
-                    user_metrics(&ranked, positives)
-                }));
+                sums.add_user((!positives.is_empty()).then(|| user_metrics(&top(row, excluded), positives)));
             }
             SCORES.with(|b| *b.borrow_mut() = scores);
             sums
