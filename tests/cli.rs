@@ -555,6 +555,11 @@ fn every_method_fills_its_limit_and_input_placement_is_trainer_evaluated() {
         if let Some(strategy) = strategy {
             assert!(evaluated.iter().all(|e| e["strategy"] == strategy), "{method}: {evaluated:?}");
         }
+        // Every evaluated action has a measured fitness, the baselines' single one included.
+        assert!(
+            evaluated.iter().all(|e| e["fitness"].as_f64().is_some_and(|f| f.is_finite() && f > 0.0)),
+            "{method}: {evaluated:?}"
+        );
         let histogram: Vec<u64> =
             r["width_histogram"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
         let used: Vec<usize> = (0..histogram.len()).filter(|&w| histogram[w] > 0).collect();

@@ -364,12 +364,10 @@ pub fn run_search(
             };
             for (i, (name, widths)) in fixed.into_iter().enumerate() {
                 progress("search", i, 3);
-                // One candidate needs no search: it is retrained as is.
-                let (fitness, seconds) = if config.method == Method::Freq {
-                    evaluate_widths(&mut *model, &widths, i)?
-                } else {
-                    (f64::NAN, 0.0)
-                };
+                // freq^α picks its α by fitness. ES and MR have one candidate, retrained as is;
+                // its fitness is measured all the same (one fine-tuning), so a report can set
+                // the baseline beside the actions a search evaluated.
+                let (fitness, seconds) = evaluate_widths(&mut *model, &widths, i)?;
                 evaluated.push(Evaluated { iteration: i, strategy: name, predicted: None, fitness, seconds });
                 actions.push(widths);
             }
