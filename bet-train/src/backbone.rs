@@ -21,7 +21,7 @@ use crate::eval::{DenseScorer, Scorer};
 use crate::graph::Adjacency;
 use crate::lightgcn::{LightGcn, Placement, Workspace};
 use crate::ncf::{NCF_REG, Ncf};
-use crate::ngcf::{NGCF_REG, Ngcf, NgcfAdjacency};
+use crate::ngcf::{NGCF_REG, Ngcf, NgcfAdjacency, NgcfWorkspace};
 use crate::split::Split;
 use crate::train::{Adam, normal_init};
 
@@ -234,6 +234,7 @@ pub struct NgcfBackbone {
     /// The model.
     pub model: Ngcf<f32>,
     adj: NgcfAdjacency,
+    workspace: NgcfWorkspace<f32>,
 }
 
 impl Backbone for NgcfBackbone {
@@ -242,8 +243,8 @@ impl Backbone for NgcfBackbone {
         NGCF_REG
     }
     fn step(&mut self, batch: &[(u32, u32, u32)], reg: f32, adam: &mut [Adam], lr: f32) -> f32 {
-        let (loss, grads) = self.model.loss_and_grad(&self.adj, batch, reg);
-        adam_all(&mut self.model.tensors, &grads, adam, lr);
+        let loss = self.model.loss_and_grad_into(&self.adj, batch, reg, &mut self.workspace);
+        adam_all(&mut self.model.tensors, &self.workspace.grads, adam, lr);
         loss
     }
     fn scorer(&self) -> Box<dyn Scorer + '_> {
@@ -390,6 +391,7 @@ impl BackboneKind {
             BackboneKind::Ngcf => Box::new(NgcfBackbone {
                 model: Ngcf::new(split.n_users, split.n_items, d, widths, seed, placement),
                 adj: NgcfAdjacency::from_split(split),
+                workspace: NgcfWorkspace::default(),
             }),
             BackboneKind::Ncf => {
                 Box::new(NcfBackbone { model: Ncf::new(split.n_users, split.n_items, d, widths, seed) })

@@ -123,6 +123,37 @@ impl NgcfAdjacency {
     }
 }
 
+/// Buffers reused from step to step: a training step takes its `(U + V) × d` tables from here
+/// and gives them back, so it allocates (and page-faults) nothing after the first step.
+#[derive(Debug)]
+pub struct NgcfWorkspace<T> {
+    /// Gradient of every tensor after the last [`Ngcf::loss_and_grad_into`], in the order and
+    /// shapes of [`Ngcf::tensors`].
+    pub grads: Vec<Vec<T>>,
+    free: Vec<Vec<T>>,
+}
+
+impl<T> Default for NgcfWorkspace<T> {
+    fn default() -> Self {
+        NgcfWorkspace { grads: Vec::new(), free: Vec::new() }
+    }
+}
+
+impl<T: Real> NgcfWorkspace<T> {
+    /// A buffer of `len` zeros (a kept one when there is one).
+    fn zeros(&mut self, len: usize) -> Vec<T> {
+        let mut v = self.free.pop().unwrap_or_default();
+        v.clear();
+        v.resize(len, T::zero());
+        v
+    }
+
+    /// Gives buffers back for later steps.
+    fn give(&mut self, buffers: impl IntoIterator<Item = Vec<T>>) {
+        self.free.extend(buffers);
+    }
+}
+
 /// An NGCF model of [`NGCF_LAYERS`] layers over users `0..U` and items `U..U+V`.
 #[derive(Clone, Debug)]
 pub struct Ngcf<T> {
@@ -225,10 +256,11 @@ impl<T: Real> Ngcf<T> {
 
     /// `E_0 ..= E_L` and the layers' neighbourhood sums `S_l = Â E_l` (`l < L`), `(U + V) × d`
     /// each; the backward pass reuses the sums instead of recomputing three sparse products.
-    fn propagate(&self, adj: &NgcfAdjacency) -> (Vec<Vec<T>>, Vec<Vec<T>>) {
+    fn propagate(&self, adj: &NgcfAdjacency, ws: &mut NgcfWorkspace<T>) -> (Vec<Vec<T>>, Vec<Vec<T>>) {
         let (n, d) = (self.nodes(), self.d);
         assert_eq!(adj.nodes(), n, "adjacency of another graph");
-        let mut e0 = self.tensors[0].clone();
+        let mut e0 = ws.zeros(n * d);
+        e0.copy_from_slice(&self.tensors[0]);
         if self.masks_input() {
             e0.par_chunks_mut(d).enumerate().for_each(|(r, row)| {
                 let w = self.ego_width(r);
@@ -239,12 +271,14 @@ impl<T: Real> Ngcf<T> {
         let mut sums = Vec::with_capacity(NGCF_LAYERS);
         for l in 0..NGCF_LAYERS {
             let e = &es[l];
-            let mut s = vec![T::zero(); n * d];
+            let mut s = ws.zeros(n * d);
             adj.spmm(e, d, &mut s);
-            let p: Vec<T> = e.par_iter().zip(s.par_iter()).map(|(&a, &b)| a * b).collect();
-            let mut z = vec![T::zero(); n * d];
+            let mut p = ws.zeros(n * d);
+            p.par_iter_mut().zip(e.par_iter()).zip(s.par_iter()).for_each(|((o, &a), &b)| *o = a * b);
+            let mut z = ws.zeros(n * d);
             matmul(&s, self.mat(1 + 4 * l), T::zero(), &mut z);
             matmul(&p, self.mat(3 + 4 * l), T::one(), &mut z);
+            ws.give([p]);
             let (b_gc, b_bi) = (&self.tensors[2 + 4 * l], &self.tensors[4 + 4 * l]);
             let slope = cast::<T>(SLOPE);
             z.par_chunks_mut(d).for_each(|row| {
@@ -279,7 +313,7 @@ impl<T: Real> Ngcf<T> {
     /// Final vectors, `(U + V) × 4d`, layer-interleaved (column `4j + l` is dimension `j` of
     /// layer `l`), masked by the placement.
     pub fn forward(&self, adj: &NgcfAdjacency) -> Vec<T> {
-        let (es, _) = self.propagate(adj);
+        let (es, _) = self.propagate(adj, &mut NgcfWorkspace::default());
         let w4 = 4 * self.d;
         let mut out = vec![T::zero(); self.nodes() * w4];
         if w4 > 0 {
@@ -325,8 +359,21 @@ impl<T: Real> Ngcf<T> {
     /// The BPR loss of `batch` (user, positive item, negative item; 0-based item ids) and the
     /// gradient of every tensor, in the order and shapes of [`Ngcf::tensors`].
     pub fn loss_and_grad(&self, adj: &NgcfAdjacency, batch: &[(u32, u32, u32)], reg: T) -> (T, Vec<Vec<T>>) {
+        let mut ws = NgcfWorkspace::default();
+        let loss = self.loss_and_grad_into(adj, batch, reg, &mut ws);
+        (loss, ws.grads)
+    }
+
+    /// [`Ngcf::loss_and_grad`] with reused buffers: the gradients are left in `ws.grads`.
+    pub fn loss_and_grad_into(
+        &self,
+        adj: &NgcfAdjacency,
+        batch: &[(u32, u32, u32)],
+        reg: T,
+        ws: &mut NgcfWorkspace<T>,
+    ) -> T {
         let (n, d, w4, nu) = (self.nodes(), self.d, 4 * self.d, self.n_users);
-        let (es, sums) = self.propagate(adj);
+        let (es, sums) = self.propagate(adj, ws);
         let b = cast::<T>(batch.len().max(1) as f64);
 
         // The distinct rows of the batch and their final vectors.
@@ -369,8 +416,14 @@ impl<T: Real> Ngcf<T> {
         }
 
         // Backward through the layers. `g` holds ∂loss/∂E_{l+1} on entry to layer l.
-        let mut grads: Vec<Vec<T>> = self.tensors.iter().map(|t| vec![T::zero(); t.len()]).collect();
-        let mut g = vec![T::zero(); n * d];
+        // The ego gradient is built in `g`; the other tensors' gradients are written whole.
+        let mut grads = std::mem::take(&mut ws.grads);
+        grads.resize_with(self.tensors.len(), Vec::new);
+        for (grad, t) in grads.iter_mut().zip(&self.tensors).skip(1) {
+            grad.clear();
+            grad.resize(t.len(), T::zero());
+        }
+        let mut g = ws.zeros(n * d);
         self.add_norm_grad(&es[NGCF_LAYERS], NGCF_LAYERS, &rows, &df, &mut g);
         let slope = cast::<T>(SLOPE);
         for l in (0..NGCF_LAYERS).rev() {
@@ -381,7 +434,8 @@ impl<T: Real> Ngcf<T> {
                 }
             });
             let (e, s) = (&es[l], &sums[l]);
-            let mut t: Vec<T> = e.par_iter().zip(s.par_iter()).map(|(&a, &b)| a * b).collect();
+            let mut t = ws.zeros(n * d);
+            t.par_iter_mut().zip(e.par_iter()).zip(s.par_iter()).for_each(|((o, &a), &b)| *o = a * b);
             grads[1 + 4 * l] = matmul_tn(s, d, &g, d);
             grads[3 + 4 * l] = matmul_tn(&t, d, &g, d);
             let db = col_sums(&g, d);
@@ -389,12 +443,13 @@ impl<T: Real> Ngcf<T> {
             grads[4 + 4 * l].copy_from_slice(&db);
             // t = dZ W_biᵀ = ∂loss/∂(E ⊙ S); ds = dZ W_gcᵀ + t ⊙ E = ∂loss/∂S.
             matmul(&g, self.mat(3 + 4 * l).reversed_axes(), T::zero(), &mut t);
-            let mut ds = vec![T::zero(); n * d];
+            let mut ds = ws.zeros(n * d);
             matmul(&g, self.mat(1 + 4 * l).reversed_axes(), T::zero(), &mut ds);
             ds.par_iter_mut().zip(t.par_iter()).zip(e.par_iter()).for_each(|((o, &tv), &ev)| *o = *o + tv * ev);
             // ∂loss/∂E_l = Âᵀ ds + t ⊙ S (+ the output's share, below).
             adj.spmm_t(&ds, d, &mut g);
             g.par_iter_mut().zip(t.par_iter()).zip(s.par_iter()).for_each(|((o, &tv), &sv)| *o = *o + tv * sv);
+            ws.give([t, ds]);
             if l > 0 {
                 self.add_norm_grad(&es[l], l, &rows, &df, &mut g);
             } else {
@@ -411,8 +466,12 @@ impl<T: Real> Ngcf<T> {
                 row[w..].iter_mut().for_each(|v| *v = T::zero());
             });
         }
-        grads[0] = g;
-        (loss, grads)
+        let old_ego = std::mem::replace(&mut grads[0], g);
+        ws.give([old_ego]);
+        ws.give(es);
+        ws.give(sums);
+        ws.grads = grads;
+        loss
     }
 }
 
@@ -550,7 +609,7 @@ mod tests {
         let h = 1e-3;
         // |pre-activation| >= |E_{l+1}| (LeakyReLU keeps the sign and shrinks by at most 0.2).
         // A step across the kink would show as a failure, never as a false pass.
-        let (es, _) = model.propagate(&adj);
+        let (es, _) = model.propagate(&adj, &mut NgcfWorkspace::default());
         let nearest = es[1..].iter().flatten().fold(f64::INFINITY, |m, &v| m.min(v.abs()));
         assert!(nearest > 3.0 * h, "{placement:?}: a pre-activation is near the kink ({nearest:e})");
         let batch = [(0u32, 1u32, 2u32), (3, 4, 0), (0, 5, 1), (4, 2, 3), (2, 2, 5)];
