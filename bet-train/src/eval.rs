@@ -149,9 +149,9 @@ impl Ranking {
         Ranking { best: Vec::with_capacity(K_MAX + 1), threshold: f32::NEG_INFINITY, needs_exact: false }
     }
 
-    /// Whether [`Ranking::offer`] could take any of `scores` (excluded or not): false only when
-    /// the list is full, its threshold a number, and no score above it: then `offer` would
-    /// skip them all.
+    /// Whether [`Ranking::offer`] could take any of `scores` (excluded or not): false when the
+    /// ranking has fallen back to the exact path (`offer` then ignores scores), or when the
+    /// list is full, its threshold a number, and no score above it (`offer` would skip them).
     #[inline(always)]
     fn may_take(&self, scores: &[f32]) -> bool {
         let threshold = self.threshold;

@@ -284,11 +284,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let n = k.min(sa.n_items as usize);
             let (mut ta, mut tb) = (vec![Scored::EMPTY; n], vec![Scored::EMPTY; n]);
             let (mut same_order, mut same_set, mut overlap) = (0u64, 0u64, 0u64);
+            let (mut la, mut lb) = (Vec::with_capacity(n), Vec::with_capacity(n));
             for user in 0..sa.n_users {
                 let ga = ma.top_k(user, n, &Filter::NONE, &mut ta)?;
                 let gb = mb.top_k(user, n, &Filter::NONE, &mut tb)?;
-                let (mut la, mut lb): (Vec<u32>, Vec<u32>) =
-                    (ta[..ga].iter().map(|s| s.index).collect(), tb[..gb].iter().map(|s| s.index).collect());
+                la.clear();
+                la.extend(ta[..ga].iter().map(|s| s.index));
+                lb.clear();
+                lb.extend(tb[..gb].iter().map(|s| s.index));
                 same_order += u64::from(la == lb);
                 // Sorted in place once the order has been compared: sets and overlap.
                 la.sort_unstable();
@@ -534,13 +537,6 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     };
     let epoch = epoch_steps(&split, 10_000);
     let sha: String = data.sha256.iter().map(|b| format!("{b:02x}")).collect();
-    let train = TrainConfig {
-        round_steps: a.round_steps.unwrap_or((50 * epoch).min(2000)),
-        patience: a.patience,
-        max_steps: a.max_steps,
-        seed: a.seed,
-        ..TrainConfig::default()
-    };
     let config = SearchConfig {
         method,
         backbone: kind,
@@ -557,8 +553,14 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         }),
         retrain_top: a.retrain_top,
         fitness_users: split.n_users.div_ceil(2),
-        retrain: TrainConfig { max_steps: a.retrain_max_steps.unwrap_or(a.max_steps), ..train.clone() },
-        train,
+        train: TrainConfig {
+            round_steps: a.round_steps.unwrap_or((50 * epoch).min(2000)),
+            patience: a.patience,
+            max_steps: a.max_steps,
+            seed: a.seed,
+            ..TrainConfig::default()
+        },
+        retrain_max_steps: a.retrain_max_steps.unwrap_or(a.max_steps),
         seed: a.seed,
         checkpoint_dir: a.checkpoint_dir.clone().unwrap_or_else(bet_train::checkpoint::default_dir),
         data_fingerprint: format!("data {sha} split {} seed {}", split.protocol.name(), a.seed),
@@ -644,7 +646,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         "iterations": config.iterations, "candidates": config.candidates, "finetune_epochs": config.finetune_epochs,
         "retrain_top": config.retrain_top, "round_steps": config.train.round_steps,
         "patience": config.train.patience, "max_steps": config.train.max_steps,
-        "retrain_max_steps": config.retrain.max_steps,
+        "retrain_max_steps": config.retrain_max_steps,
         "reference_fitness": outcome.reference_fitness,
         "evaluated": outcome.evaluated,
         "pretrain_steps": outcome.pretrain_steps,

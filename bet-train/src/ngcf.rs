@@ -148,6 +148,14 @@ impl<T: Real> NgcfWorkspace<T> {
         v
     }
 
+    /// A buffer of `len` values whose contents are left from an earlier step: only for outputs
+    /// that are written whole before anything reads them (zeroing those is a wasted pass).
+    fn overwritten(&mut self, len: usize) -> Vec<T> {
+        let mut v = self.free.pop().unwrap_or_default();
+        v.resize(len, T::zero());
+        v
+    }
+
     /// Gives buffers back for later steps.
     fn give(&mut self, buffers: impl IntoIterator<Item = Vec<T>>) {
         self.free.extend(buffers);
@@ -259,7 +267,7 @@ impl<T: Real> Ngcf<T> {
     fn propagate(&self, adj: &NgcfAdjacency, ws: &mut NgcfWorkspace<T>) -> (Vec<Vec<T>>, Vec<Vec<T>>) {
         let (n, d) = (self.nodes(), self.d);
         assert_eq!(adj.nodes(), n, "adjacency of another graph");
-        let mut e0 = ws.zeros(n * d);
+        let mut e0 = ws.overwritten(n * d);
         e0.copy_from_slice(&self.tensors[0]);
         if self.masks_input() {
             e0.par_chunks_mut(d).enumerate().for_each(|(r, row)| {
@@ -271,11 +279,12 @@ impl<T: Real> Ngcf<T> {
         let mut sums = Vec::with_capacity(NGCF_LAYERS);
         for l in 0..NGCF_LAYERS {
             let e = &es[l];
-            let mut s = ws.zeros(n * d);
+            // `spmm` writes every row; `p` is written whole below.
+            let mut s = ws.overwritten(n * d);
             adj.spmm(e, d, &mut s);
-            let mut p = ws.zeros(n * d);
+            let mut p = ws.overwritten(n * d);
             p.par_iter_mut().zip(e.par_iter()).zip(s.par_iter()).for_each(|((o, &a), &b)| *o = a * b);
-            let mut z = ws.zeros(n * d);
+            let mut z = ws.overwritten(n * d);
             matmul(&s, self.mat(1 + 4 * l), T::zero(), &mut z);
             matmul(&p, self.mat(3 + 4 * l), T::one(), &mut z);
             ws.give([p]);
@@ -434,7 +443,7 @@ impl<T: Real> Ngcf<T> {
                 }
             });
             let (e, s) = (&es[l], &sums[l]);
-            let mut t = ws.zeros(n * d);
+            let mut t = ws.overwritten(n * d);
             t.par_iter_mut().zip(e.par_iter()).zip(s.par_iter()).for_each(|((o, &a), &b)| *o = a * b);
             grads[1 + 4 * l] = matmul_tn(s, d, &g, d);
             grads[3 + 4 * l] = matmul_tn(&t, d, &g, d);
@@ -443,7 +452,7 @@ impl<T: Real> Ngcf<T> {
             grads[4 + 4 * l].copy_from_slice(&db);
             // t = dZ W_biᵀ = ∂loss/∂(E ⊙ S); ds = dZ W_gcᵀ + t ⊙ E = ∂loss/∂S.
             matmul(&g, self.mat(3 + 4 * l).reversed_axes(), T::zero(), &mut t);
-            let mut ds = ws.zeros(n * d);
+            let mut ds = ws.overwritten(n * d);
             matmul(&g, self.mat(1 + 4 * l).reversed_axes(), T::zero(), &mut ds);
             ds.par_iter_mut().zip(t.par_iter()).zip(e.par_iter()).for_each(|((o, &tv), &ev)| *o = *o + tv * ev);
             // ∂loss/∂E_l = Âᵀ ds + t ⊙ S (+ the output's share, below).
@@ -720,6 +729,35 @@ mod tests {
             assert!(row[..widths[r] as usize].iter().all(|&v| v != 0.0));
         }
         assert_eq!(other.score(&cut, 1, 2), dot(&cut[4 * d..8 * d], &cut[(NU + 2) * 4 * d..(NU + 3) * 4 * d]));
+    }
+
+    /// A workspace that carries buffers over from other steps (some handed out unzeroed) gives
+    /// the gradients of a fresh one, bit for bit: nothing stale leaks into a step. Its kept
+    /// buffers start poisoned with NaN, so a buffer read before it is written shows.
+    #[test]
+    fn a_reused_workspace_gives_the_gradients_of_a_fresh_one() {
+        let (nu, ni, d) = (40, 60, 4);
+        let pairs = (0..nu as u32).flat_map(|u| (0..3u32).map(move |k| (u, (u * 7 + k * 11) % ni as u32)));
+        let adj = NgcfAdjacency::from_pairs(nu, ni, pairs);
+        let widths: Vec<u32> = (0..nu + ni).map(|r| (r % (4 * d) + 1) as u32).collect();
+        for placement in [Placement::Input, Placement::Output, Placement::Both] {
+            let model = Ngcf::<f32>::new(nu, ni, d, widths.clone(), 2, placement);
+            let batch = |shift: u32| -> Vec<(u32, u32, u32)> {
+                (0..30u32)
+                    .map(|k| ((k + shift) % nu as u32, (k * 5 + shift) % ni as u32, (k * 3 + 1) % ni as u32))
+                    .collect()
+            };
+            let mut ws = NgcfWorkspace::default();
+            ws.give((0..24).map(|_| vec![f32::NAN; (nu + ni) * d]));
+            for shift in [0, 9, 17] {
+                let reused = model.loss_and_grad_into(&adj, &batch(shift), NGCF_REG, &mut ws);
+                let (fresh, grads) = model.loss_and_grad(&adj, &batch(shift), NGCF_REG);
+                assert_eq!(reused.to_bits(), fresh.to_bits(), "{placement:?} {shift}");
+                let bits = |g: &[Vec<f32>]| g.iter().flatten().map(|v| v.to_bits()).collect::<Vec<u32>>();
+                assert_eq!(bits(&ws.grads), bits(&grads), "{placement:?} {shift}");
+            }
+            assert!(!ws.free.is_empty(), "buffers are kept for the next step");
+        }
     }
 
     #[test]

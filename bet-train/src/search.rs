@@ -96,9 +96,9 @@ pub struct SearchConfig {
     pub fitness_users: usize,
     /// Pretraining settings (early stopping on validation).
     pub train: TrainConfig,
-    /// Selective retraining settings: `train` unless the caller capped pretraining alone (a
+    /// Cap on each selective retraining's steps; the retraining otherwise runs as `train` (a
     /// reduced protocol can keep the shared pretraining short and still retrain to convergence).
-    pub retrain: TrainConfig,
+    pub retrain_max_steps: usize,
     /// Seed of everything.
     pub seed: u64,
     /// Checkpoint directory (outside the work tree).
@@ -362,8 +362,9 @@ pub fn run_search(
                     })
                     .collect::<Result<_>>()?,
             };
+            let candidates = fixed.len();
             for (i, (name, widths)) in fixed.into_iter().enumerate() {
-                progress("search", i, 3);
+                progress("search", i, candidates);
                 // freq^α picks its α by fitness. ES and MR have one candidate, retrained as is;
                 // its fitness is measured all the same (one fine-tuning), so a report can set
                 // the baseline beside the actions a search evaluated.
@@ -395,6 +396,7 @@ pub fn run_search(
     let mut retrain_seconds = 0.0;
     for (k, &i) in top.iter().enumerate() {
         progress("retrain", k, top.len());
+        let retrain = TrainConfig { max_steps: config.retrain_max_steps, ..config.train.clone() };
         let mut fresh = config.backbone.build(split, d, config.placement, actions[i].clone(), config.seed)?;
         let plan = CheckpointPlan::new(
             &config.checkpoint_dir,
@@ -404,11 +406,11 @@ pub fn run_search(
                 config.backbone.name(),
                 Placement::name_of(config.placement),
                 config.seed,
-                config.retrain,
+                retrain,
                 crate::checkpoint::fingerprint(&format!("{:?}", actions[i]))
             ),
         );
-        let run = train(&mut *fresh, split, &config.retrain, Some(&plan), |_, _| {})?;
+        let run = train(&mut *fresh, split, &retrain, Some(&plan), |_, _| {})?;
         retrain_seconds += run.seconds;
         let validation_started = Instant::now();
         let m = evaluate(&*fresh.scorer(), split, Target::Validation, None);
@@ -512,7 +514,7 @@ mod tests {
             retrain_top: 1,
             fitness_users: 4,
             train: TrainConfig::default(),
-            retrain: TrainConfig::default(),
+            retrain_max_steps: TrainConfig::default().max_steps,
             seed: 1,
             checkpoint_dir: PathBuf::from("unused"),
             data_fingerprint: "t".into(),
