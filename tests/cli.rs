@@ -620,6 +620,58 @@ fn retraining_can_run_longer_than_the_shared_pretraining() {
     assert!((12..=16).contains(&steps(&longer)), "{longer}");
 }
 
+/// `--refit` trains the chosen widths once more on train ∪ validation for the step count the
+/// chosen retraining kept, and ships that model: its file differs from the unrefit one, its
+/// provenance names the refit split, it has no validation figure of its own, and its test is
+/// measured on the file. `bet train --refit` does the same for equal widths.
+#[test]
+fn refit_ships_a_model_trained_on_train_and_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let run = |name: &str, extra: &[&str]| -> (PathBuf, serde_json::Value) {
+        let out = dir.path().join(name);
+        let extra = [&["--method", "es", "--retrain-top", "1"][..], extra].concat();
+        let output =
+            Command::new(env!("CARGO_BIN_EXE_bet")).args(tiny_search_args(&ckpt, &out, &extra)).output().unwrap();
+        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
+        let report = serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap();
+        (out, report)
+    };
+    let (plain_file, plain) = run("plain.bet", &[]);
+    let (refit_file, refit) = run("refit.bet", &["--refit"]);
+    assert!(plain["refit"].is_null() && plain["validation"]["recall"][2].as_f64().is_some(), "{plain}");
+    let kept = refit["retrained"][0]["best_step"].as_u64().unwrap();
+    assert!(kept > 0);
+    assert_eq!(refit["refit"]["steps"].as_u64(), Some(kept), "{refit}");
+    assert_eq!(refit["refit"]["split"], "paper-50-25-25+refit-train-validation");
+    assert!(refit["validation"].is_null(), "a refit model has no validation of its own: {refit}");
+    assert_eq!(refit["evaluated_by"], "bet-runtime (the exported file)");
+    assert!(refit["test"]["recall"][2].as_f64().unwrap() > 0.0);
+    assert_eq!(refit["stored_values"], refit["limit"]);
+    assert_eq!(refit["parity"]["agrees"], true);
+    // The same widths, trained on other data: other values.
+    let (code, out, err) = bet(&["compare", plain_file.to_str().unwrap(), refit_file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("same list 2440 (100.0%)"), "the refit changed nothing: {out}");
+    let (code, out, _) = bet(&["inspect", refit_file.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("split paper-50-25-25+refit-train-validation"), "{out}");
+
+    // bet train --refit: the early-stopped run's kept step, then the refit.
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/gowalla-sample");
+    let report = dir.path().join("train.json");
+    let flags = ["--max-steps", "9", "--refit", "--report", report.to_str().unwrap()];
+    let (code, out, err) = tiny_train(&sample, "lightgcn", &ckpt, &flags);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("refit on train+validation"), "{out}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["refit"]["steps"], r["best_step"], "{r}");
+    assert!(r["best_step"].as_u64().unwrap() > 0);
+    let (code, _, err) = tiny_train(&sample, "lightgcn", &ckpt, &["--refit", "--epochs", "1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--epochs"), "{err}");
+}
+
 /// Output into a closed pipe (`bet rank ... | head -1`) ends quietly instead of panicking.
 #[test]
 fn a_closed_stdout_is_not_a_panic() {

@@ -605,6 +605,7 @@ mod tests {
             test: mk(test),
             protocol: crate::split::Protocol::Paper,
             seed: 0,
+            refit: false,
         }
     }
 

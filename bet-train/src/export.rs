@@ -95,7 +95,9 @@ pub fn ship(
     let check_users: Vec<u32> = (0..split.n_users.min(SHIP_PARITY_USERS) as u32).collect();
     let shipped = shipped_scorer(&tables, settings.dtype);
     let parity = parity(&*shipped, &runtime, split, Target::Test, Some(&check_users))?;
-    let bytes = write_tables(&tables, data, split, settings, Some(&validation), Some(&test))?;
+    // A refit model trained on validation: it has no validation figure to record.
+    let recorded = (validation.users > 0).then_some(&validation);
+    let bytes = write_tables(&tables, data, split, settings, recorded, Some(&test))?;
     bet_format::write_atomic(out, &bytes)?;
     Ok(Shipped { bytes: bytes.len(), validation, test, parity })
 }
@@ -126,7 +128,7 @@ fn write_tables(
     let user_ids: Vec<&[u8]> = data.user_ids.iter().map(|s| s.as_bytes()).collect();
     let item_ids: Vec<&[u8]> = data.item_ids.iter().map(|s| s.as_bytes()).collect();
     let with_ids = !user_ids.is_empty() && user_ids.len() == split.n_users && item_ids.len() == split.n_items;
-    let split_name = split.protocol.name();
+    let split_name = split.name();
     let contents = ModelContents {
         model: tables.model,
         placement: tables.placement,
@@ -138,7 +140,7 @@ fn write_tables(
         provenance: Provenance {
             dataset: &data.name,
             dataset_sha256: data.sha256,
-            split: split_name,
+            split: &split_name,
             seed: settings.seed,
             threads: settings.threads,
             trainer_version: concat!("bet ", env!("CARGO_PKG_VERSION")),

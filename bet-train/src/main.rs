@@ -420,6 +420,10 @@ struct TrainArgs {
     /// Storage dtype of the values exported with --out.
     #[arg(long, value_enum, default_value = "f32", requires = "out")]
     dtype: DtypeArg,
+    /// After early stopping, train again from scratch on train ∪ validation for the kept step
+    /// count; that model is evaluated on test and exported (the reference code's final fit).
+    #[arg(long, conflicts_with_all = ["epochs", "init"])]
+    refit: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -505,6 +509,11 @@ struct SearchArgs {
     /// pretraining, shared with earlier runs, while the retrained candidates train further.
     #[arg(long)]
     retrain_max_steps: Option<usize>,
+    /// After choosing on validation, train the chosen widths once more from scratch on train ∪
+    /// validation for the steps its retraining kept, and ship that model (the reference code's
+    /// and CIESS's final fit; its test figures are then comparable with the paper's).
+    #[arg(long)]
+    refit: bool,
     /// Directory of checkpoints (default: the user cache directory, never the work tree).
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
@@ -561,6 +570,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
             ..TrainConfig::default()
         },
         retrain_max_steps: a.retrain_max_steps.unwrap_or(a.max_steps),
+        refit: a.refit,
         seed: a.seed,
         checkpoint_dir: a.checkpoint_dir.clone().unwrap_or_else(bet_train::checkpoint::default_dir),
         data_fingerprint: format!("data {sha} split {} seed {}", split.protocol.name(), a.seed),
@@ -587,23 +597,36 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     let model = &*outcome.model;
+    // A refit model is measured on the refit split: test excludes the same items, and there is
+    // no validation left to measure it on.
+    let refit_split = outcome.refit.map(|_| split.refit());
+    let split = refit_split.as_ref().unwrap_or(&split);
     let stored: u64 = outcome.widths.iter().map(|&w| u64::from(w)).sum::<u64>() * u64::from(kind.tables());
     let line = |name: &str, source: &str, m: &bet_train::eval::Metrics| bet_train::out!("{name} ({source}): {m}");
     let timing = format!(
         "pretrain {:.0} s, search {:.0} s, retrain {:.0} s",
         outcome.seconds[0], outcome.seconds[1], outcome.seconds[2]
     );
+    if let Some(refit) = outcome.refit {
+        bet_train::out!(
+            "refit on train+validation: {} steps (the chosen retraining's kept step), {:.0} s",
+            refit.steps,
+            refit.seconds
+        );
+    }
     // The paper's input placement leaves the propagated vectors dense: such a model has no
     // budgeted file, so it is measured by the trainer, labelled so, and nothing is exported.
     let (validation, test, evaluated_by, file, parity_json) = if let Err(refusal) = model.check_exportable() {
         let scorer = model.scorer();
-        let validation = bet_train::eval::evaluate(&*scorer, &split, Target::Validation, None);
-        let test = bet_train::eval::evaluate(&*scorer, &split, Target::Test, None);
+        let validation = bet_train::eval::evaluate(&*scorer, split, Target::Validation, None);
+        let test = bet_train::eval::evaluate(&*scorer, split, Target::Test, None);
         bet_train::out!(
             "{} chose widths storing {stored} of {limit} ego values; not exported: {refusal}; {timing}",
             method.name()
         );
-        line("validation", "trainer-evaluated", &validation);
+        if validation.users > 0 {
+            line("validation", "trainer-evaluated", &validation);
+        }
         line("test", "trainer-evaluated", &test);
         (
             validation,
@@ -616,7 +639,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         // Export, then measure the file with the runtime; the metrics go into its metadata.
         let dtype = dtype_of(a.dtype);
         let settings = ExportSettings { keep: Some(keep), seed: a.seed, threads: threads as u32, dtype };
-        let shipped = ship(model, &data, &split, &settings, &a.out)?;
+        let shipped = ship(model, &data, split, &settings, &a.out)?;
         let (validation, test, agreement) = (shipped.validation, shipped.test, shipped.parity);
         bet_train::out!(
             "{} wrote {} ({} bytes): {stored} of {limit} values; {timing}",
@@ -625,7 +648,9 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
             shipped.bytes
         );
         let source = format!("from {} by bet-runtime", a.out.display());
-        line("validation", &source, &validation);
+        if validation.users > 0 {
+            line("validation", &source, &validation);
+        }
         line("test", &source, &test);
         let parity_json = parity_report(&agreement);
         let file = serde_json::json!({"path": a.out.display().to_string(), "bytes": shipped.bytes});
@@ -654,8 +679,12 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
             "evaluated": r.evaluated, "steps": r.steps, "best_step": r.best_step,
             "validation_trainer": m(&r.validation),
         })).collect::<Vec<_>>(),
+        "refit": outcome.refit.map(|r| serde_json::json!({"steps": r.steps, "seconds": r.seconds, "split": split.name()})),
         "evaluated_by": evaluated_by,
-        "validation": m(&validation), "test": m(&test),
+        // A refit model trained on validation: its validation figure is the chosen retraining's
+        // (in "retrained"), not this model's.
+        "validation": if validation.users > 0 { m(&validation) } else { serde_json::Value::Null },
+        "test": m(&test),
         "parity": parity_json,
         "seconds": {"pretrain": outcome.seconds[0], "search": outcome.seconds[1], "retrain": outcome.seconds[2], "total": started.elapsed().as_secs_f64()},
         "file": file,
@@ -843,6 +872,26 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
     if report.resumed_from > 0 {
         eprintln!("resumed from step {}", report.resumed_from);
     }
+    // The early-stopped model's validation, before a refit replaces it.
+    let val = evaluate(&*model.scorer(), &split, Target::Validation, None);
+    let refit_split = a.refit.then(|| split.refit());
+    let mut refit_report = None;
+    if let Some(refit_split) = &refit_split {
+        // Early stopping chose the step count on validation; the refit trains on validation, so
+        // it runs exactly that many steps, from scratch with the same seed.
+        let fit = TrainConfig { max_steps: report.best_step.max(1), early_stopping: false, ..config.clone() };
+        model = kind.build(refit_split, a.d_max as usize, placement, widths.clone(), a.seed)?;
+        let mut refit_plan = CheckpointPlan::new(&dir, &format!("{description} refit {fit:?}"));
+        refit_plan.every_steps = a.checkpoint_every;
+        let bar = progress_bar(fit.max_steps as u64, "{elapsed_precise} refit step {pos}/{len} {msg}");
+        let run = train(&mut *model, refit_split, &fit, Some(&refit_plan), |step, loss| {
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4}"));
+        })?;
+        bar.finish_and_clear();
+        refit_report = Some(run);
+    }
+    let split = refit_split.as_ref().unwrap_or(&split);
     if let Some(path) = &a.save_state {
         let state = TrainState {
             header: CheckpointHeader { fingerprint: "model".into(), step: report.steps as u64, ..Default::default() },
@@ -853,9 +902,7 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         };
         state.save(path)?;
     }
-    let s = model.scorer();
-    let val = evaluate(&*s, &split, Target::Validation, None);
-    let test = evaluate(&*s, &split, Target::Test, None);
+    let test = evaluate(&*model.scorer(), split, Target::Test, None);
     let line = |name: &str, m: &bet_train::eval::Metrics| bet_train::out!("{name} (trainer-evaluated): {m}");
     bet_train::out!(
         "trained {} steps (best at step {}), last-round loss {:.4}, {:.1} s",
@@ -864,7 +911,12 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         report.last_loss,
         started.elapsed().as_secs_f64()
     );
-    line("validation", &val);
+    if let Some(run) = &refit_report {
+        bet_train::out!("validation of the early-stopped model (trainer-evaluated): {val}");
+        bet_train::out!("refit on train+validation: {} steps, {:.1} s; the model below is the refit", run.steps, run.seconds);
+    } else {
+        line("validation", &val);
+    }
     line("test", &test);
     let file = match &a.out {
         None => serde_json::Value::Null,
@@ -876,15 +928,18 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
                 threads: threads as u32,
                 dtype,
             };
-            let shipped = bet_train::export::ship(&*model, &data, &split, &settings, out)?;
+            let shipped = bet_train::export::ship(&*model, &data, split, &settings, out)?;
             let source = format!("from {} by bet-runtime", out.display());
             bet_train::out!("wrote {} ({} bytes, {stored} values)", out.display(), shipped.bytes);
-            bet_train::out!("validation ({source}): {}", shipped.validation);
+            if shipped.validation.users > 0 {
+                bet_train::out!("validation ({source}): {}", shipped.validation);
+            }
             bet_train::out!("test ({source}): {}", shipped.test);
             serde_json::json!({
                 "path": out.display().to_string(), "bytes": shipped.bytes, "dtype": format!("{dtype:?}").to_lowercase(),
                 "evaluated_by": "bet-runtime (the exported file)",
-                "validation": metrics_report(&shipped.validation), "test": metrics_report(&shipped.test),
+                "validation": if shipped.validation.users > 0 { metrics_report(&shipped.validation) } else { serde_json::Value::Null },
+                "test": metrics_report(&shipped.test),
                 "parity": parity_report(&shipped.parity),
             })
         }
@@ -903,6 +958,8 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
             "protocol": protocol_of(a.protocol).name(), "seed": a.seed, "threads": threads,
             "steps": report.steps, "best_step": report.best_step,
             "rounds": report.rounds.iter().map(|(s, r)| serde_json::json!({"step": s, "validation": m(r)})).collect::<Vec<_>>(),
+            "refit": refit_report.as_ref().map(|r| serde_json::json!({"steps": r.steps, "seconds": r.seconds, "split": split.name()})),
+            // With --refit: the early-stopped model's validation (the refit trained on it).
             "validation": m(&val), "test": m(&test), "seconds": started.elapsed().as_secs_f64(),
             "file": file,
         });

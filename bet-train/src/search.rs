@@ -14,6 +14,10 @@
 //! 3. **Selective retraining**: the top `k` evaluated actions are trained from scratch on the
 //!    training split (same schedule, early stopping and seed as every method), the final action
 //!    is the best on validation (eq. 14); test is reported, never used to select or stop.
+//!    With `refit` (`bet search --refit`), the chosen widths are then trained once more, from
+//!    scratch with the same seed, on train ∪ validation ([`crate::split::Split::refit`]) for the
+//!    step count the chosen retraining kept, and that model is the result: the reference code's
+//!    and CIESS's final fit, with the choice still made on validation.
 //! 4. **Export**: the chosen model as a `.bet` file, its metrics measured on the file by
 //!    `bet-runtime`.
 //!
@@ -99,6 +103,10 @@ pub struct SearchConfig {
     /// Cap on each selective retraining's steps; the retraining otherwise runs as `train` (a
     /// reduced protocol can keep the shared pretraining short and still retrain to convergence).
     pub retrain_max_steps: usize,
+    /// Refit the chosen widths on train ∪ validation ([`Split::refit`]) for the steps its
+    /// retraining kept, and return that model (the reference code's and CIESS's final fit; the
+    /// choice itself is still made on validation, never on test).
+    pub refit: bool,
     /// Seed of everything.
     pub seed: u64,
     /// Checkpoint directory (outside the work tree).
@@ -135,12 +143,23 @@ pub struct Retrained {
     pub validation: Metrics,
 }
 
+/// The final fit on train ∪ validation (`SearchConfig::refit`).
+#[derive(Clone, Copy, Debug)]
+pub struct Refit {
+    /// Steps it ran: the chosen retraining's kept step.
+    pub steps: usize,
+    /// Wall seconds (across resumes).
+    pub seconds: f64,
+}
+
 /// What a search did.
 pub struct SearchOutcome {
     /// The chosen widths (users then items).
     pub widths: Vec<u32>,
-    /// The chosen model, trained from scratch.
+    /// The chosen model, trained from scratch (on train ∪ validation when refit).
     pub model: Box<dyn Backbone>,
+    /// The final fit on train ∪ validation, when asked for.
+    pub refit: Option<Refit>,
     /// Every evaluated action, in order.
     pub evaluated: Vec<Evaluated>,
     /// The retrained actions, in the order they were retrained.
@@ -149,7 +168,7 @@ pub struct SearchOutcome {
     pub pretrain_steps: usize,
     /// The pretrained model's validation eq. 13 on the fitness users (eq. 12's denominator).
     pub reference_fitness: f64,
-    /// Wall seconds per phase: pretraining, search, retraining. Each counts every process that
+    /// Wall seconds per phase: pretraining, search, retraining (the refit included). Each counts every process that
     /// worked on the phase (from the checkpoints and the search record), so a resumed search
     /// reports its whole cost; a pretraining reused from the cache reports what it cost when it
     /// ran.
@@ -420,10 +439,37 @@ pub fn run_search(
             best = Some((m.ensemble(), i, fresh));
         }
     }
-    let (_, chosen, model) = best.ok_or_else(|| Error::Settings("no action to retrain".into()))?;
+    let (_, chosen, mut model) = best.ok_or_else(|| Error::Settings("no action to retrain".into()))?;
+    let mut refit = None;
+    if config.refit {
+        // The kept step of the chosen retraining: early stopping chose it on validation, which
+        // the refit trains on, so the refit cannot choose again and runs exactly that long.
+        let steps = retrained.iter().find(|r| r.evaluated == chosen).map_or(0, |r| r.best_step).max(1);
+        progress("refit", 0, steps);
+        let refit_split = split.refit();
+        let fit = TrainConfig { max_steps: steps, early_stopping: false, ..config.train.clone() };
+        let mut fresh = config.backbone.build(&refit_split, d, config.placement, actions[chosen].clone(), config.seed)?;
+        let plan = CheckpointPlan::new(
+            &config.checkpoint_dir,
+            &format!(
+                "bet-refit/1 {} model {} placement {} seed {} config {:?} widths {}",
+                config.data_fingerprint,
+                config.backbone.name(),
+                Placement::name_of(config.placement),
+                config.seed,
+                fit,
+                crate::checkpoint::fingerprint(&format!("{:?}", actions[chosen]))
+            ),
+        );
+        let run = train(&mut *fresh, &refit_split, &fit, Some(&plan), |s, _| progress("refit", s, steps))?;
+        retrain_seconds += run.seconds;
+        refit = Some(Refit { steps: run.steps, seconds: run.seconds });
+        model = fresh;
+    }
     Ok(SearchOutcome {
         widths: actions[chosen].clone(),
         model,
+        refit,
         evaluated,
         retrained,
         pretrain_steps: pretraining.steps,
@@ -515,6 +561,7 @@ mod tests {
             fitness_users: 4,
             train: TrainConfig::default(),
             retrain_max_steps: TrainConfig::default().max_steps,
+            refit: false,
             seed: 1,
             checkpoint_dir: PathBuf::from("unused"),
             data_fingerprint: "t".into(),

@@ -8,6 +8,11 @@
 //! - [`Protocol::Temporal`]: per user by timestamp (ties by item index): the oldest pairs train,
 //!   then validation, the newest test, with the paper's cut sizes.
 //!
+//! [`Split::refit`] folds validation into training (the final fit on train ∪ validation the
+//! reference code and CIESS use before their test figures; `bet search --refit`): training then
+//! holds about 75%, validation is empty, test is unchanged, and so is every item a test ranking
+//! excludes.
+//!
 //! Every user's shuffle uses its own generator seeded from `(seed, user)`, so the split does not
 //! depend on thread count or order. Item lists are sorted, so a split is a function of the data's
 //! pairs and the seed.
@@ -97,6 +102,8 @@ pub struct Split {
     pub protocol: Protocol,
     /// The seed.
     pub seed: u64,
+    /// Whether validation has been folded into training ([`Split::refit`]).
+    pub refit: bool,
 }
 
 /// Python's `round` for `x = num / den >= 0`: to the nearest integer, halves to even.
@@ -180,11 +187,36 @@ impl Split {
             test: UserItems::from_lists(test),
             protocol,
             seed,
+            refit: false,
         };
         if split.train.is_empty() {
             return Err(Error::Protocol { protocol: protocol.name(), reason: "the training split is empty".into() });
         }
         Ok(split)
+    }
+
+    /// The split for a final fit on train ∪ validation: each user's training items are its
+    /// training and validation items (sorted), validation is empty, test is the same. A test
+    /// evaluation excludes exactly what it excluded before (training and validation items), so
+    /// test figures of a refit model are comparable with those of the model it replaces; nothing
+    /// is left to select or stop on, so a refit runs a number of steps chosen beforehand.
+    pub fn refit(&self) -> Split {
+        let lists = (0..self.n_users).map(|u| [self.train.of(u), self.validation.of(u)].concat()).collect();
+        Split {
+            train: UserItems::from_lists(lists),
+            validation: UserItems::from_lists(vec![Vec::new(); self.n_users]),
+            refit: true,
+            ..self.clone()
+        }
+    }
+
+    /// The name stored in provenance and reports: the protocol's, marked when refit.
+    pub fn name(&self) -> String {
+        if self.refit {
+            format!("{}+refit-train-validation", self.protocol.name())
+        } else {
+            self.protocol.name().to_string()
+        }
     }
 
     /// Training interactions per user (the frequencies BET ranks users by).
@@ -265,6 +297,34 @@ mod tests {
         let f = a.item_frequency();
         assert_eq!(f.iter().sum::<u32>() as usize, a.train.len());
         assert_eq!(a.user_frequency().iter().sum::<u32>() as usize, a.train.len());
+    }
+
+    /// The refit split trains on train ∪ validation and keeps test; a test ranking excludes the
+    /// same items before and after.
+    #[test]
+    fn refit_folds_validation_into_training() {
+        let pairs: Vec<_> = (0..5u32).flat_map(|u| (0..(4 + 3 * u)).map(move |i| (u, i, Part::Train, None))).collect();
+        let data = dataset(&pairs, 5, 20);
+        let split = Split::new(&data, Protocol::Paper, 3).unwrap();
+        let refit = split.refit();
+        assert!(refit.refit && !split.refit);
+        assert_eq!(refit.validation.len(), 0);
+        assert_eq!(refit.test, split.test);
+        assert_eq!(refit.train.len(), split.train.len() + split.validation.len());
+        for u in 0..5 {
+            let mut want = [split.train.of(u), split.validation.of(u)].concat();
+            want.sort_unstable();
+            assert_eq!(refit.train.of(u), &want[..]);
+            let excluded = |s: &Split| {
+                let mut e = [s.train.of(u), s.validation.of(u)].concat();
+                e.sort_unstable();
+                e
+            };
+            assert_eq!(excluded(&refit), excluded(&split));
+        }
+        assert_eq!(refit.item_frequency().iter().sum::<u32>() as usize, refit.train.len());
+        assert_eq!(split.name(), "paper-50-25-25");
+        assert_eq!(refit.name(), "paper-50-25-25+refit-train-validation");
     }
 
     #[test]
