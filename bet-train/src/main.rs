@@ -894,7 +894,11 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let split = refit_split.as_ref().unwrap_or(&split);
     if let Some(path) = &a.save_state {
         let state = TrainState {
-            header: CheckpointHeader { fingerprint: "model".into(), step: report.steps as u64, ..Default::default() },
+            header: CheckpointHeader {
+                fingerprint: "model".into(),
+                step: refit_report.as_ref().map_or(report.steps, |r| r.steps) as u64,
+                ..Default::default()
+            },
             params: model.tensors().iter().map(|t| t.to_vec()).collect(),
             adam_m: vec![],
             adam_v: vec![],
