@@ -247,6 +247,24 @@ fn pretrain_description(config: &SearchConfig) -> String {
     description
 }
 
+/// The checkpoint of a training from scratch of `widths` (a retraining or the refit): keyed by
+/// the phase, the data, backbone, placement, seed, the training settings and the widths, so a
+/// resumed search finds it and nothing else shares it.
+fn from_scratch_plan(phase: &str, config: &SearchConfig, train: &TrainConfig, widths: &[u32]) -> CheckpointPlan {
+    CheckpointPlan::new(
+        &config.checkpoint_dir,
+        &format!(
+            "{phase} {} model {} placement {} seed {} config {:?} widths {}",
+            config.data_fingerprint,
+            config.backbone.name(),
+            Placement::name_of(config.placement),
+            config.seed,
+            train,
+            crate::checkpoint::fingerprint(&format!("{widths:?}"))
+        ),
+    )
+}
+
 /// Runs the whole method; `progress(phase, done, total)` follows it.
 pub fn run_search(
     split: &Split,
@@ -417,18 +435,7 @@ pub fn run_search(
         progress("retrain", k, top.len());
         let retrain = TrainConfig { max_steps: config.retrain_max_steps, ..config.train.clone() };
         let mut fresh = config.backbone.build(split, d, config.placement, actions[i].clone(), config.seed)?;
-        let plan = CheckpointPlan::new(
-            &config.checkpoint_dir,
-            &format!(
-                "bet-retrain/1 {} model {} placement {} seed {} config {:?} widths {}",
-                config.data_fingerprint,
-                config.backbone.name(),
-                Placement::name_of(config.placement),
-                config.seed,
-                retrain,
-                crate::checkpoint::fingerprint(&format!("{:?}", actions[i]))
-            ),
-        );
+        let plan = from_scratch_plan("bet-retrain/1", config, &retrain, &actions[i]);
         let run = train(&mut *fresh, split, &retrain, Some(&plan), |_, _| {})?;
         retrain_seconds += run.seconds;
         let validation_started = Instant::now();
@@ -449,18 +456,7 @@ pub fn run_search(
         let refit_split = split.refit();
         let fit = TrainConfig { max_steps: steps, early_stopping: false, ..config.train.clone() };
         let mut fresh = config.backbone.build(&refit_split, d, config.placement, actions[chosen].clone(), config.seed)?;
-        let plan = CheckpointPlan::new(
-            &config.checkpoint_dir,
-            &format!(
-                "bet-refit/1 {} model {} placement {} seed {} config {:?} widths {}",
-                config.data_fingerprint,
-                config.backbone.name(),
-                Placement::name_of(config.placement),
-                config.seed,
-                fit,
-                crate::checkpoint::fingerprint(&format!("{:?}", actions[chosen]))
-            ),
-        );
+        let plan = from_scratch_plan("bet-refit/1", config, &fit, &actions[chosen]);
         let run = train(&mut *fresh, &refit_split, &fit, Some(&plan), |s, _| progress("refit", s, steps))?;
         retrain_seconds += run.seconds;
         refit = Some(Refit { steps: run.steps, seconds: run.seconds });
