@@ -917,7 +917,11 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
     );
     if let Some(run) = &refit_report {
         bet_train::out!("validation of the early-stopped model (trainer-evaluated): {val}");
-        bet_train::out!("refit on train+validation: {} steps, {:.1} s; the model below is the refit", run.steps, run.seconds);
+        bet_train::out!(
+            "refit on train+validation: {} steps, {:.1} s; the model below is the refit",
+            run.steps,
+            run.seconds
+        );
     } else {
         line("validation", &val);
     }

@@ -455,7 +455,8 @@ pub fn run_search(
         progress("refit", 0, steps);
         let refit_split = split.refit();
         let fit = TrainConfig { max_steps: steps, early_stopping: false, ..config.train.clone() };
-        let mut fresh = config.backbone.build(&refit_split, d, config.placement, actions[chosen].clone(), config.seed)?;
+        let mut fresh =
+            config.backbone.build(&refit_split, d, config.placement, actions[chosen].clone(), config.seed)?;
         let plan = from_scratch_plan("bet-refit/1", config, &fit, &actions[chosen]);
         let run = train(&mut *fresh, &refit_split, &fit, Some(&plan), |s, _| progress("refit", s, steps))?;
         retrain_seconds += run.seconds;
