@@ -125,6 +125,7 @@ fn data_loads_splits_and_reports() {
     let (code, _, err) = bet(&["data", "/nonexistent/data"]);
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: /nonexistent/data: no such file or directory"), "{err}");
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "u,i,1\nu,j\nv\n").unwrap();
     let (code, _, err) = bet(&["data", bad.to_str().unwrap()]);

@@ -314,7 +314,11 @@ pub fn load(path: &Path) -> Result<Dataset> {
         });
     }
     if !path.exists() {
-        return Err(Error::Io { path: PathBuf::from(path), source: std::io::ErrorKind::NotFound.into() });
+        // Said in words: an `io::Error` made from a bare kind would print "entity not found".
+        return Err(Error::BadData {
+            path: PathBuf::from(path),
+            reason: "no such file or directory (a relative path is read from the current directory)".into(),
+        });
     }
     match path.extension().and_then(|e| e.to_str()) {
         Some("dat") => load_movielens(path),

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A file could not be read.
-    #[error("{path}: {source}")]
+    /// A file could not be read. The I/O error is the `source()`, not repeated in the message
+    /// (`bet` prints the chain: "cannot read FILE: No such file or directory").
+    #[error("cannot read {path}")]
     Io {
         /// The file.
         path: PathBuf,
