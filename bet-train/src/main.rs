@@ -599,15 +599,14 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let model = &*outcome.model;
     // A refit model is measured on the refit split: test excludes the same items, and there is
     // no validation left to measure it on.
-    let refit_split = outcome.refit.map(|_| split.refit());
-    let split = refit_split.as_ref().unwrap_or(&split);
+    let split = outcome.refit.as_ref().map_or(&split, |r| &r.split);
     let stored: u64 = outcome.widths.iter().map(|&w| u64::from(w)).sum::<u64>() * u64::from(kind.tables());
     let line = |name: &str, source: &str, m: &bet_train::eval::Metrics| bet_train::out!("{name} ({source}): {m}");
     let timing = format!(
         "pretrain {:.0} s, search {:.0} s, retrain {:.0} s",
         outcome.seconds[0], outcome.seconds[1], outcome.seconds[2]
     );
-    if let Some(refit) = outcome.refit {
+    if let Some(refit) = &outcome.refit {
         bet_train::out!(
             "refit on train+validation: {} steps (the chosen retraining's kept step), {:.0} s",
             refit.steps,
@@ -679,7 +678,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
             "evaluated": r.evaluated, "steps": r.steps, "best_step": r.best_step,
             "validation_trainer": m(&r.validation),
         })).collect::<Vec<_>>(),
-        "refit": outcome.refit.map(|r| serde_json::json!({"steps": r.steps, "seconds": r.seconds, "split": split.name()})),
+        "refit": outcome.refit.as_ref().map(|r| serde_json::json!({"steps": r.steps, "seconds": r.seconds, "split": split.name()})),
         "evaluated_by": evaluated_by,
         // A refit model trained on validation: its validation figure is the chosen retraining's
         // (in "retrained"), not this model's.

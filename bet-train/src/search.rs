@@ -144,12 +144,14 @@ pub struct Retrained {
 }
 
 /// The final fit on train ∪ validation (`SearchConfig::refit`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Refit {
     /// Steps it ran: the chosen retraining's kept step.
     pub steps: usize,
     /// Wall seconds (across resumes).
     pub seconds: f64,
+    /// The split it trained on ([`crate::split::Split::refit`]), to measure the model on.
+    pub split: crate::split::Split,
 }
 
 /// What a search did.
@@ -460,7 +462,7 @@ pub fn run_search(
         let plan = from_scratch_plan("bet-refit/1", config, &fit, &actions[chosen]);
         let run = train(&mut *fresh, &refit_split, &fit, Some(&plan), |s, _| progress("refit", s, steps))?;
         retrain_seconds += run.seconds;
-        refit = Some(Refit { steps: run.steps, seconds: run.seconds });
+        refit = Some(Refit { steps: run.steps, seconds: run.seconds, split: refit_split });
         model = fresh;
     }
     Ok(SearchOutcome {
