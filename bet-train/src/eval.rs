@@ -372,12 +372,14 @@ impl MetricSums {
 ///
 /// Whole rows of scores ([`Scorer::score_users`]) come from a GEMM. Evaluation ranks without
 /// them where the CPU has AVX2 and FMA ([`Scorer::rank_users`]): the item table is packed once
-/// into panels of 16 items, a micro-kernel keeps 6 users × 16 items of sums in registers, and a
-/// user's 16 sums go to its top-20 selection only when one beats its current 20th, so no score
-/// is stored (a 1,024-user block of whole rows is 168 MB on Gowalla, written and read back
-/// through memory).
+/// into panels of 16 items, a micro-kernel keeps a group of users × 16 items of sums in
+/// registers (6 users in twelve AVX2 registers; 24 users in 24 of AVX-512's 32 registers where
+/// the CPU has AVX-512), and a user's 16 sums go to its top-20 selection only when one beats its
+/// current 20th, so no score is stored (a 1,024-user block of whole rows is 168 MB on Gowalla,
+/// written and read back through memory).
 /// Each score there is one chain of fused multiply-adds over the `d` values in order, so it does
-/// not depend on the blocking or the thread count.
+/// not depend on the blocking, the thread count or the vector width: both kernels give the same
+/// bits.
 pub struct DenseScorer {
     users: ndarray::Array2<f32>,
     items: ndarray::Array2<f32>,
@@ -385,12 +387,13 @@ pub struct DenseScorer {
     packed: std::sync::OnceLock<Vec<f32>>,
 }
 
-/// Items per packed panel (two AVX2 vectors).
+/// Items per packed panel (two AVX2 vectors, one AVX-512 vector).
 const PANEL: usize = 16;
-/// Users per micro-kernel call: 6 × 2 sums fill 12 of the 16 AVX2 registers.
-const USER_GROUP: usize = 6;
-/// Users whose rows stay in L2 together while the item panels pass (96 KB at d = 128).
+/// Users whose rows stay in L2 together while the item panels pass (96 KB at d = 128); a
+/// multiple of every kernel's group.
 const USER_BLOCK: usize = 192;
+/// The most users a kernel scores in one call (AVX-512's group).
+const MAX_GROUP: usize = 24;
 
 impl DenseScorer {
     /// A scorer of `users` (users × d) against `items` (items × d).
@@ -437,8 +440,11 @@ impl Scorer for DenseScorer {
     fn rank_users(&self, users: &[u32], excluded: &[[&[u32]; 2]]) -> Option<Vec<Vec<u32>>> {
         #[cfg(target_arch = "x86_64")]
         {
+            if let Some(simd) = pulp::x86::V4::try_new() {
+                return Some(self.rank_fused(fma::Avx512(simd), users, excluded));
+            }
             let simd = pulp::x86::V3::try_new()?;
-            Some(self.rank_fused(simd, users, excluded))
+            Some(self.rank_fused(fma::Avx2(simd), users, excluded))
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -450,40 +456,43 @@ impl Scorer for DenseScorer {
 
 #[cfg(target_arch = "x86_64")]
 impl DenseScorer {
-    fn rank_fused(&self, simd: pulp::x86::V3, users: &[u32], excluded: &[[&[u32]; 2]]) -> Vec<Vec<u32>> {
+    fn rank_fused<K: fma::PanelKernel>(&self, kernel: K, users: &[u32], excluded: &[[&[u32]; 2]]) -> Vec<Vec<u32>> {
+        let group_size = K::GROUP;
         let (n_items, d) = self.items.dim();
         let packed = self.packed();
         let user_values = self.users.as_slice().expect("standard layout (made so in new)");
         let mut rankings: Vec<Ranking> = users.iter().map(|_| Ranking::new()).collect();
         // Blocks of users: the block's rows (96 KB at d = 128) stay in L2 while the panels pass;
-        // each panel (8 KB) stays in L1 while every group of six users of the block passes
+        // each panel (8 KB) stays in L1 while every group of users of the block passes
         // over it. Each user's 16 sums of a panel go to its selection only when one of them
         // beats its threshold (a vector test, rarely true once the threshold has risen), so no
         // score is stored.
-        let mut group_values = vec![0.0f32; USER_BLOCK.div_ceil(USER_GROUP) * USER_GROUP * d];
+        let mut group_values = vec![0.0f32; USER_BLOCK.div_ceil(group_size) * group_size * d];
+        let mut sums = [[0.0f32; PANEL]; MAX_GROUP];
         for (b, block) in users.chunks(USER_BLOCK).enumerate() {
-            // The block's users in groups of six, value-major (`[t][6]`, zeros past the last).
+            // The block's users in groups, value-major (`[t][group]`, zeros past the last).
             group_values.fill(0.0);
             for (k, &u) in block.iter().enumerate() {
-                let (g, lane) = (k / USER_GROUP, k % USER_GROUP);
+                let (g, lane) = (k / group_size, k % group_size);
                 for (t, &v) in user_values[u as usize * d..(u as usize + 1) * d].iter().enumerate() {
-                    group_values[(g * d + t) * USER_GROUP + lane] = v;
+                    group_values[(g * d + t) * group_size + lane] = v;
                 }
             }
-            let groups = block.len().div_ceil(USER_GROUP);
+            let groups = block.len().div_ceil(group_size);
             let rankings = &mut rankings[b * USER_BLOCK..b * USER_BLOCK + block.len()];
             let excluded = &excluded[b * USER_BLOCK..b * USER_BLOCK + block.len()];
             for p in 0..n_items.div_ceil(PANEL) {
                 let panel = &packed[p * PANEL * d..(p + 1) * PANEL * d];
                 let (first, n) = (p * PANEL, PANEL.min(n_items - p * PANEL));
-                // One call under the AVX2 + FMA target for all groups: kernel and tests inline.
-                simd.vectorize(|| {
+                // One call under the kernel's target features for all groups: kernel and tests
+                // inline.
+                kernel.vectorize(|| {
                     for g in 0..groups {
-                        let group = &group_values[g * USER_GROUP * d..(g + 1) * USER_GROUP * d];
-                        let sums = fma::panel_6x16(simd, group, panel, d);
-                        let used = USER_GROUP.min(block.len() - g * USER_GROUP);
+                        let group = &group_values[g * group_size * d..(g + 1) * group_size * d];
+                        kernel.panel(group, panel, d, &mut sums);
+                        let used = group_size.min(block.len() - g * group_size);
                         for (r, sums) in sums.iter().take(used).enumerate() {
-                            let k = g * USER_GROUP + r;
+                            let k = g * group_size + r;
                             if rankings[k].may_take(sums) {
                                 let mut scores = *sums;
                                 mark_excluded(&mut scores[..n], first, excluded[k]);
@@ -504,13 +513,13 @@ impl DenseScorer {
                     // Rare (NaN, or fewer than 20 items to rank): the user's whole row of the
                     // same sums, exact path.
                     row.clear();
-                    let mut group = vec![0.0f32; USER_GROUP * d];
+                    let mut group = vec![0.0f32; group_size * d];
                     for (t, &v) in user_values[u as usize * d..(u as usize + 1) * d].iter().enumerate() {
-                        group[t * USER_GROUP] = v;
+                        group[t * group_size] = v;
                     }
                     for p in 0..n_items.div_ceil(PANEL) {
                         let panel = &packed[p * PANEL * d..(p + 1) * PANEL * d];
-                        let sums = simd.vectorize(|| fma::panel_6x16(simd, &group, panel, d));
+                        kernel.vectorize(|| kernel.panel(&group, panel, d, &mut sums));
                         row.extend_from_slice(&sums[0]);
                     }
                     row.truncate(n_items);
@@ -521,28 +530,83 @@ impl DenseScorer {
     }
 }
 
-/// The micro-kernel of [`DenseScorer`]'s fused ranking (AVX2 and FMA).
+/// The micro-kernels of [`DenseScorer`]'s fused ranking (AVX2 and FMA; AVX-512).
 #[cfg(target_arch = "x86_64")]
 mod fma {
-    use pulp::{f32x8, x86::V3};
+    use super::{MAX_GROUP, PANEL};
+    use pulp::{f32x8, f32x16, x86::V3, x86::V4};
 
-    /// The sums of six users (`group`, value-major: `[t][6]`) with the 16 items of a packed
-    /// panel (`[t][16]`), each a chain of fused multiply-adds over `t = 0..d` in order.
-    #[inline(always)]
-    pub(super) fn panel_6x16(simd: V3, group: &[f32], panel: &[f32], d: usize) -> [[f32; 16]; 6] {
-        let group = &group[..6 * d].as_chunks::<6>().0[..d];
-        let panel = &panel[..16 * d].as_chunks::<16>().0[..d];
-        let z = simd.splat_f32x8(0.0);
-        let mut a = [[z; 2]; 6];
-        for (u, x) in group.iter().zip(panel) {
-            let [x0, x1]: [f32x8; 2] = pulp::cast(*x);
-            for i in 0..6 {
-                let u = simd.splat_f32x8(u[i]);
-                a[i][0] = simd.mul_add_f32x8(u, x0, a[i][0]);
-                a[i][1] = simd.mul_add_f32x8(u, x1, a[i][1]);
+    /// A micro-kernel: the sums of a group of users with the items of one packed panel.
+    pub(super) trait PanelKernel: Copy {
+        /// Users per call.
+        const GROUP: usize;
+        /// Runs `f` compiled for the kernel's instruction set (so [`PanelKernel::panel`]
+        /// inlines into it).
+        fn vectorize<R>(self, f: impl FnOnce() -> R) -> R;
+        /// Writes into `sums[r]` the sums of user `r` of `group` (value-major: `[t][GROUP]`)
+        /// with the 16 items of `panel` (`[t][16]`), each a chain of fused multiply-adds over
+        /// `t = 0..d` in order.
+        fn panel(self, group: &[f32], panel: &[f32], d: usize, sums: &mut [[f32; PANEL]; MAX_GROUP]);
+    }
+
+    /// AVX2 and FMA: 6 users × 16 items, 12 of the 16 registers.
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx2(pub V3);
+
+    impl PanelKernel for Avx2 {
+        const GROUP: usize = 6;
+        #[inline(always)]
+        fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
+            self.0.vectorize(f)
+        }
+        #[inline(always)]
+        fn panel(self, group: &[f32], panel: &[f32], d: usize, sums: &mut [[f32; PANEL]; MAX_GROUP]) {
+            let simd = self.0;
+            let group = &group[..6 * d].as_chunks::<6>().0[..d];
+            let panel = &panel[..16 * d].as_chunks::<16>().0[..d];
+            let z = simd.splat_f32x8(0.0);
+            let mut a = [[z; 2]; 6];
+            for (u, x) in group.iter().zip(panel) {
+                let [x0, x1]: [f32x8; 2] = pulp::cast(*x);
+                for i in 0..6 {
+                    let u = simd.splat_f32x8(u[i]);
+                    a[i][0] = simd.mul_add_f32x8(u, x0, a[i][0]);
+                    a[i][1] = simd.mul_add_f32x8(u, x1, a[i][1]);
+                }
+            }
+            for (out, a) in sums.iter_mut().zip(a) {
+                *out = pulp::cast(a);
             }
         }
-        a.map(pulp::cast::<[f32x8; 2], [f32; 16]>)
+    }
+
+    /// AVX-512: 24 users × 16 items, 24 of the 32 registers. Each sum is the same chain of
+    /// fused multiply-adds as [`Avx2`]'s, so the two give the same bits.
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx512(pub V4);
+
+    impl PanelKernel for Avx512 {
+        const GROUP: usize = 24;
+        #[inline(always)]
+        fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
+            self.0.vectorize(f)
+        }
+        #[inline(always)]
+        fn panel(self, group: &[f32], panel: &[f32], d: usize, sums: &mut [[f32; PANEL]; MAX_GROUP]) {
+            let simd = self.0;
+            let group = &group[..24 * d].as_chunks::<24>().0[..d];
+            let panel = &panel[..16 * d].as_chunks::<16>().0[..d];
+            let mut a = [simd.splat_f32x16(0.0); 24];
+            for (u, x) in group.iter().zip(panel) {
+                let x: f32x16 = pulp::cast(*x);
+                for i in 0..24 {
+                    a[i] = simd.mul_add_f32x16(simd.splat_f32x16(u[i]), x, a[i]);
+                }
+            }
+            for (out, a) in sums.iter_mut().zip(a) {
+                *out = pulp::cast(a);
+            }
+        }
     }
 }
 
@@ -715,6 +779,51 @@ mod tests {
             for (&u, (got, &excluded)) in all.iter().zip(fused.iter().zip(&excluded)) {
                 scorer.score_users(&[u], &mut row);
                 assert_eq!(got, &top(&mut row, excluded), "{n_users}x{n_items}x{d}: user {u}");
+            }
+        }
+    }
+
+    /// The AVX-512 kernel gives the AVX2 kernel's sums bit for bit (each is the same chain of
+    /// fused multiply-adds), so a ranking does not depend on which one the CPU has. Values
+    /// that are not small integers, so rounding happens and a different order of operations
+    /// would show. Where the CPU lacks AVX-512 there is nothing to compare.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_kernel_gives_the_avx2_kernels_bits() {
+        use fma::PanelKernel;
+        let (Some(v3), Some(v4)) = (pulp::x86::V3::try_new(), pulp::x86::V4::try_new()) else {
+            return;
+        };
+        let (wide, narrow) = (fma::Avx512(v4), fma::Avx2(v3));
+        let mut x = 7u64;
+        let mut next = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.7
+        };
+        for d in [1, 5, 16, 128] {
+            let users: Vec<Vec<f32>> = (0..24).map(|_| (0..d).map(|_| next()).collect()).collect();
+            let panel: Vec<f32> = (0..16 * d).map(|_| next()).collect();
+            let mut wide_group = vec![0.0f32; 24 * d];
+            for (r, row) in users.iter().enumerate() {
+                for (t, &v) in row.iter().enumerate() {
+                    wide_group[t * 24 + r] = v;
+                }
+            }
+            let mut wide_sums = [[0.0f32; PANEL]; MAX_GROUP];
+            wide.vectorize(|| wide.panel(&wide_group, &panel, d, &mut wide_sums));
+            for (chunk, rows) in users.chunks(6).enumerate() {
+                let mut group = vec![0.0f32; 6 * d];
+                for (r, row) in rows.iter().enumerate() {
+                    for (t, &v) in row.iter().enumerate() {
+                        group[t * 6 + r] = v;
+                    }
+                }
+                let mut sums = [[0.0f32; PANEL]; MAX_GROUP];
+                narrow.vectorize(|| narrow.panel(&group, &panel, d, &mut sums));
+                for r in 0..6 {
+                    let (a, b) = (sums[r].map(f32::to_bits), wide_sums[chunk * 6 + r].map(f32::to_bits));
+                    assert_eq!(a, b, "d {d}, user {}", chunk * 6 + r);
+                }
             }
         }
     }

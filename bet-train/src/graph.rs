@@ -126,7 +126,7 @@ impl Adjacency {
         }
         let block = d * ROWS_PER_TASK;
         // Each task runs under `pulp`'s dispatch, which compiles the (inlined) row loop for the
-        // best instruction set the CPU has (AVX2 on x86-64) and picks it at run time. The
+        // best instruction set the CPU has (AVX-512 or AVX2 on x86-64) and picks it at run time. The
         // operations and their order are the same on every path, so results are identical.
         let arch = pulp::Arch::new();
         // User rows gather only item rows and item rows only user rows (the graph is
