@@ -828,12 +828,13 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let sha: String = data.sha256.iter().map(|b| format!("{b:02x}")).collect();
     let model_name = kind.name();
     let description = format!(
-        "bet-train/1 data {sha} protocol {} seed {} model {model_name} layers {layers} placement {} \
-         d_max {} keep {keep} budgeted {budgeted} init {init_sha} config {config:?}",
+        "bet-train/2 data {sha} protocol {} seed {} model {model_name} layers {layers} placement {} \
+         d_max {} keep {keep} budgeted {budgeted} init {init_sha} config {}",
         protocol_of(a.protocol).name(),
         a.seed,
         Placement::name_of(placement),
         a.d_max,
+        config.key(),
     );
     let dir = a.checkpoint_dir.clone().unwrap_or_else(bet_train::checkpoint::default_dir);
     let mut plan = CheckpointPlan::new(&dir, &description);
@@ -880,7 +881,7 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         // it runs exactly that many steps, from scratch with the same seed.
         let fit = TrainConfig { max_steps: report.best_step.max(1), early_stopping: false, ..config.clone() };
         model = kind.build(refit_split, a.d_max as usize, placement, widths.clone(), a.seed)?;
-        let mut refit_plan = CheckpointPlan::new(&dir, &format!("{description} refit {fit:?}"));
+        let mut refit_plan = CheckpointPlan::new(&dir, &format!("{description} refit {}", fit.key()));
         refit_plan.every_steps = a.checkpoint_every;
         let bar = progress_bar(fit.max_steps as u64, "{elapsed_precise} refit step {pos}/{len} {msg}");
         let run = train(&mut *model, refit_split, &fit, Some(&refit_plan), |step, loss| {

@@ -235,12 +235,12 @@ fn fitness_subset(n_users: usize, take: usize, seed: u64) -> Vec<u32> {
 /// would fine-tune the wrong model.
 fn pretrain_description(config: &SearchConfig) -> String {
     let mut description = format!(
-        "bet-pretrain/1 {} model {} d_max {} seed {} config {:?}",
+        "bet-pretrain/2 {} model {} d_max {} seed {} config {}",
         config.data_fingerprint,
         config.backbone.name(),
         config.d_max,
         config.seed,
-        config.train
+        config.train.key()
     );
     if config.backbone.full_width_depends_on_placement() {
         description.push_str(" placement ");
@@ -256,12 +256,12 @@ fn from_scratch_plan(phase: &str, config: &SearchConfig, train: &TrainConfig, wi
     CheckpointPlan::new(
         &config.checkpoint_dir,
         &format!(
-            "{phase} {} model {} placement {} seed {} config {:?} widths {}",
+            "{phase} {} model {} placement {} seed {} config {} widths {}",
             config.data_fingerprint,
             config.backbone.name(),
             Placement::name_of(config.placement),
             config.seed,
-            train,
+            train.key(),
             crate::checkpoint::fingerprint(&format!("{widths:?}"))
         ),
     )
@@ -294,10 +294,10 @@ pub fn run_search(
     // 2. The search (or the baseline's candidates), resumable through the fitness record.
     let search_started = Instant::now();
     let fingerprint = crate::checkpoint::fingerprint(&format!(
-        "bet-search/1 {} pretrain {} method {:?} placement {} limit {} T {} m {} h {} fitness users {}",
+        "bet-search/2 {} pretrain {} method {} placement {} limit {} T {} m {} h {} fitness users {}",
         config.data_fingerprint,
         pretrain_plan.fingerprint,
-        config.method,
+        config.method.name(),
         Placement::name_of(config.placement),
         config.limit,
         config.iterations,
@@ -437,7 +437,7 @@ pub fn run_search(
         progress("retrain", k, top.len());
         let retrain = TrainConfig { max_steps: config.retrain_max_steps, ..config.train.clone() };
         let mut fresh = config.backbone.build(split, d, config.placement, actions[i].clone(), config.seed)?;
-        let plan = from_scratch_plan("bet-retrain/1", config, &retrain, &actions[i]);
+        let plan = from_scratch_plan("bet-retrain/2", config, &retrain, &actions[i]);
         let run = train(&mut *fresh, split, &retrain, Some(&plan), |_, _| {})?;
         retrain_seconds += run.seconds;
         let validation_started = Instant::now();
@@ -459,7 +459,7 @@ pub fn run_search(
         let fit = TrainConfig { max_steps: steps, early_stopping: false, ..config.train.clone() };
         let mut fresh =
             config.backbone.build(&refit_split, d, config.placement, actions[chosen].clone(), config.seed)?;
-        let plan = from_scratch_plan("bet-refit/1", config, &fit, &actions[chosen]);
+        let plan = from_scratch_plan("bet-refit/2", config, &fit, &actions[chosen]);
         let run = train(&mut *fresh, &refit_split, &fit, Some(&plan), |s, _| progress("refit", s, steps))?;
         retrain_seconds += run.seconds;
         refit = Some(Refit { steps: run.steps, seconds: run.seconds, split: refit_split });

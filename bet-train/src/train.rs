@@ -94,6 +94,33 @@ impl TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// The settings as they go into a checkpoint's key: every field by name, in a fixed order and
+    /// format. A checkpoint is found again only under the same key, so the text must change
+    /// exactly when the training would (not when a `Debug` format or a field's position does):
+    /// the destructuring below names every field, so adding one does not compile until it is
+    /// written here too, and a unit test pins the text.
+    pub fn key(&self) -> String {
+        let TrainConfig {
+            batch_users,
+            schedule: Schedule { initial, decay, every, floor },
+            reg,
+            round_steps,
+            patience,
+            max_steps,
+            seed,
+            validation_users,
+            early_stopping,
+        } = self;
+        let reg = reg.map_or_else(|| "reference".to_string(), |r| r.to_string());
+        format!(
+            "batch users {batch_users} rate {initial} decay {decay} every {every} floor {floor} reg {reg} \
+             round steps {round_steps} patience {patience} max steps {max_steps} seed {seed} \
+             validation users {validation_users} early stopping {early_stopping}"
+        )
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> TrainConfig {
         TrainConfig {
@@ -409,6 +436,39 @@ pub fn equal_widths(limit: u64, user_freq: &[u32], item_freq: &[u32], d_max: u32
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The checkpoint key's text is pinned: changing it orphans every checkpoint cached under
+    /// the old one, so it may change only on purpose (with the key's version), never because a
+    /// `Debug` format or a field moved. Every field that changes the training changes the key.
+    #[test]
+    fn the_checkpoint_key_names_every_setting_and_is_pinned() {
+        let base = TrainConfig::default();
+        assert_eq!(
+            base.key(),
+            "batch users 10000 rate 0.03 decay 0.95 every 200 floor 0.001 reg reference round steps 2000 \
+             patience 2 max steps 100000 seed 1 validation users 18446744073709551615 early stopping true"
+        );
+        let variants = [
+            TrainConfig { batch_users: 2048, ..base.clone() },
+            TrainConfig { schedule: Schedule::FINETUNE, ..base.clone() },
+            TrainConfig { schedule: Schedule { floor: 0.002, ..Schedule::TRAIN }, ..base.clone() },
+            TrainConfig { schedule: Schedule { every: 100, ..Schedule::TRAIN }, ..base.clone() },
+            TrainConfig { schedule: Schedule { initial: 0.01, ..Schedule::TRAIN }, ..base.clone() },
+            TrainConfig { reg: Some(1e-4), ..base.clone() },
+            TrainConfig { round_steps: 500, ..base.clone() },
+            TrainConfig { patience: 3, ..base.clone() },
+            TrainConfig { max_steps: 1500, ..base.clone() },
+            TrainConfig { seed: 2, ..base.clone() },
+            TrainConfig { validation_users: 100, ..base.clone() },
+            TrainConfig { early_stopping: false, ..base.clone() },
+        ];
+        let mut keys: Vec<String> = variants.iter().map(TrainConfig::key).collect();
+        keys.push(base.key());
+        let n = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "two settings share a key");
+    }
 
     #[test]
     fn schedule_and_equal_widths() {
