@@ -20,7 +20,7 @@
 use crate::eval::{DenseScorer, Scorer};
 use crate::graph::Adjacency;
 use crate::lightgcn::{LightGcn, Placement, Workspace};
-use crate::ncf::{NCF_REG, Ncf};
+use crate::ncf::{NCF_REG, Ncf, NcfWorkspace};
 use crate::ngcf::{NGCF_REG, Ngcf, NgcfAdjacency, NgcfWorkspace};
 use crate::split::Split;
 use crate::train::{Adam, normal_init};
@@ -266,6 +266,8 @@ impl Backbone for NgcfBackbone {
 pub struct NcfBackbone {
     /// The model.
     pub model: Ncf<f32>,
+    /// Buffers kept across steps.
+    pub workspace: NcfWorkspace<f32>,
 }
 
 impl Backbone for NcfBackbone {
@@ -274,8 +276,8 @@ impl Backbone for NcfBackbone {
         NCF_REG
     }
     fn step(&mut self, batch: &[(u32, u32, u32)], reg: f32, adam: &mut [Adam], lr: f32) -> f32 {
-        let (loss, grads) = self.model.loss_and_grad(batch, reg);
-        adam_all(&mut self.model.tensors, &grads, adam, lr);
+        let loss = self.model.loss_and_grad_into(batch, reg, &mut self.workspace);
+        adam_all(&mut self.model.tensors, &self.workspace.grads, adam, lr);
         loss
     }
     fn scorer(&self) -> Box<dyn Scorer + '_> {
@@ -393,9 +395,10 @@ impl BackboneKind {
                 adj: NgcfAdjacency::from_split(split),
                 workspace: NgcfWorkspace::default(),
             }),
-            BackboneKind::Ncf => {
-                Box::new(NcfBackbone { model: Ncf::new(split.n_users, split.n_items, d, widths, seed) })
-            }
+            BackboneKind::Ncf => Box::new(NcfBackbone {
+                model: Ncf::new(split.n_users, split.n_items, d, widths, seed),
+                workspace: NcfWorkspace::default(),
+            }),
         })
     }
 
