@@ -325,7 +325,7 @@ impl<T: Real> Ncf<T> {
         let dau: Vec<T> = da[..bn * d].iter().zip(&da[bn * d..]).map(|(&x, &y)| x + y).collect();
         grads[B1] = col_sums(&dau, d);
         let dw1u = matmul_tn(&dau, d, &um, d);
-        let dw1i = matmul_tn(&da, d, &im, d);
+        let dw1i = matmul_tn(da, d, &im, d);
         for (j, row) in grads[W1].chunks_mut(2 * d).enumerate() {
             row[..d].copy_from_slice(&dw1u[j * d..(j + 1) * d]);
             row[d..].copy_from_slice(&dw1i[j * d..(j + 1) * d]);
