@@ -402,12 +402,25 @@ impl BackboneKind {
         })
     }
 
+    /// The placement this kind takes when none is asked for: the best exportable one on
+    /// validation where it was measured (docs/training.md, "Placements"). LightGCN: `both`
+    /// (Gowalla at 90% with equal widths trained to 12,000 steps, and ten seeds of the shipped
+    /// sample). NGCF: `output` (five seeds of the sample, ahead in all five: `both` would cut
+    /// the ego rows its layer transforms read). `None` for MF and NCF, which have no placement.
+    pub fn default_placement(self) -> Option<Placement> {
+        match self {
+            BackboneKind::LightGcn => Some(Placement::Both),
+            BackboneKind::Ngcf => Some(Placement::Output),
+            BackboneKind::Mf | BackboneKind::Ncf => None,
+        }
+    }
+
     /// The placement this kind takes when `requested` is asked for: `None` for MF and NCF,
-    /// `requested` or the default ([`Placement::Output`]) for LightGCN and NGCF. Asking MF or
+    /// `requested` or [`BackboneKind::default_placement`] for LightGCN and NGCF. Asking MF or
     /// NCF for a placement is an error, not silently ignored.
     pub fn placement(self, requested: Option<Placement>) -> crate::Result<Option<Placement>> {
         match (self.has_placement(), requested) {
-            (true, p) => Ok(Some(p.unwrap_or_default())),
+            (true, p) => Ok(p.or(self.default_placement())),
             (false, None) => Ok(None),
             (false, Some(p)) => Err(self.has_no_placement(p)),
         }

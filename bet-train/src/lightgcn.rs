@@ -16,14 +16,14 @@ use crate::graph::Adjacency;
 
 /// Where the width mask applies in a propagating model (LightGCN, NGCF). MF and NCF have none:
 /// [`crate::backbone::BackboneKind::build`] takes an `Option<Placement>`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Each backbone's default is [`crate::backbone::BackboneKind::default_placement`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
     /// Ego table cut; final vectors dense (the paper's; not exportable within the budget).
     Input,
-    /// Full-width ego table; final vectors cut (exportable; the default, chosen on validation).
-    #[default]
+    /// Full-width ego table; final vectors cut (exportable).
     Output,
-    /// Both cut.
+    /// Both cut (exportable).
     Both,
 }
 

@@ -367,7 +367,8 @@ struct TrainArgs {
     /// Kept fraction (alias of sparsity: --keep 0.1 = --sparsity 0.9).
     #[arg(long)]
     keep: Option<String>,
-    /// Where the width mask applies (LightGCN, NGCF; default output); MF and NCF have none.
+    /// Where the width mask applies (LightGCN, default both; NGCF, default output: the best
+    /// exportable ones on validation); MF and NCF have none.
     #[arg(long, value_enum)]
     placement: Option<PlacementArg>,
     /// Full width d_max.
@@ -465,8 +466,9 @@ struct SearchArgs {
     /// Which method picks the widths.
     #[arg(long, value_enum, default_value = "bet")]
     method: MethodArg,
-    /// Where the width mask applies (LightGCN, NGCF; default output); `input` is the paper's and
-    /// cannot be exported. MF and NCF have none.
+    /// Where the width mask applies (LightGCN, default both; NGCF, default output: the best
+    /// exportable ones on validation); `input` is the paper's and cannot be exported. MF and NCF
+    /// have none.
     #[arg(long, value_enum)]
     placement: Option<PlacementArg>,
     /// Full width d_max.
