@@ -203,10 +203,14 @@ impl Split {
     pub fn refit(&self) -> Split {
         let lists = (0..self.n_users).map(|u| [self.train.of(u), self.validation.of(u)].concat()).collect();
         Split {
+            n_users: self.n_users,
+            n_items: self.n_items,
             train: UserItems::from_lists(lists),
             validation: UserItems::from_lists(vec![Vec::new(); self.n_users]),
+            test: self.test.clone(),
+            protocol: self.protocol,
+            seed: self.seed,
             refit: true,
-            ..self.clone()
         }
     }
 
