@@ -659,6 +659,13 @@ fn refit_ships_a_model_trained_on_train_and_validation() {
     let (code, out, _) = bet(&["inspect", refit_file.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(out.contains("split paper-50-25-25+refit-train-validation"), "{out}");
+    // The file's metadata records the test figures it was measured at, and no validation
+    // figure (the refit trained on validation); the unrefit file records both.
+    let quality = |text: &str, target: &str| text.lines().any(|l| l.starts_with("quality") && l.contains(target));
+    assert!(quality(&out, "test (recorded at export") && !quality(&out, "validation"), "{out}");
+    let (code, plain_out, _) = bet(&["inspect", plain_file.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(quality(&plain_out, "validation (recorded at export") && quality(&plain_out, "test"), "{plain_out}");
 
     // bet train --refit: the early-stopped run's kept step, then the refit.
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/gowalla-sample");
