@@ -780,6 +780,12 @@ mod tests {
                 scorer.score_users(&[u], &mut row);
                 assert_eq!(got, &top(&mut row, excluded), "{n_users}x{n_items}x{d}: user {u}");
             }
+            // `rank_users` takes the widest kernel the CPU has; the AVX2 one (groups of 6, not
+            // 24) must rank the same where AVX-512 is what `rank_users` took.
+            #[cfg(target_arch = "x86_64")]
+            if let Some(v3) = pulp::x86::V3::try_new() {
+                assert_eq!(scorer.rank_fused(fma::Avx2(v3), &all, &excluded), fused, "{n_users}x{n_items}x{d}: AVX2");
+            }
         }
     }
 
