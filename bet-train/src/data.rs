@@ -21,6 +21,7 @@
 //! let data = bet_train::data::load_csv(&dir.join("ratings.csv"))?;
 //! assert_eq!((data.n_users, data.n_items), (2, 2));
 //! assert_eq!(data.user_ids, ["ann", "bob"]);
+//! # std::fs::remove_dir_all(&dir).unwrap();
 //! # Ok(()) }
 //! ```
 
@@ -330,16 +331,23 @@ pub fn load(path: &Path) -> Result<Dataset> {
 mod tests {
     use super::*;
 
-    fn dir_with(files: &[(&str, &str)]) -> PathBuf {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let d =
-            std::env::temp_dir().join(format!("bet-data-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        std::fs::create_dir_all(&d).unwrap();
-        for (name, text) in files {
-            std::fs::write(d.join(name), text).unwrap();
+    /// A temporary directory holding `files`, removed when dropped (so the tests leave nothing in
+    /// the system's temporary directory); derefs to its path.
+    struct TestDir(tempfile::TempDir);
+
+    impl std::ops::Deref for TestDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            self.0.path()
         }
-        d
+    }
+
+    fn dir_with(files: &[(&str, &str)]) -> TestDir {
+        let d = tempfile::Builder::new().prefix("bet-data-").tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(d.path().join(name), text).unwrap();
+        }
+        TestDir(d)
     }
 
     #[test]
