@@ -176,6 +176,7 @@ fn train_runs_reports_and_refuses_bad_settings() {
     assert!(out.contains("test (trainer-evaluated): Recall@5/10/20"), "{out}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(v["schema"], "bet-train/1");
+    assert!(v["provenance"]["trainer"].as_str().unwrap().starts_with("bet "), "{v}");
     assert_eq!(v["limit"].as_u64().unwrap(), 100 * 16 / 2);
     assert_eq!(v["evaluated_by"], "trainer");
     // LightGCN's default placement, the best exportable one on validation (docs/training.md).
@@ -497,6 +498,8 @@ fn search_exports_a_budgeted_model_and_resumes_to_the_same_bytes() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(straight.with_extension("json")).unwrap()).unwrap();
     assert_eq!(report["schema"], "bet-search/1");
+    assert!(report["provenance"]["trainer"].as_str().unwrap().starts_with("bet "), "{report}");
+    assert!(report["provenance"]["git_commit"].is_string(), "{report}");
     assert_eq!(report["evaluated"].as_array().unwrap().len(), 5);
     let limit = report["limit"].as_u64().unwrap();
     assert_eq!(report["stored_values"].as_u64().unwrap(), limit, "BET actions use the whole limit");

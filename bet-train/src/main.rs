@@ -664,6 +664,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     }
     let report = serde_json::json!({
         "schema": "bet-search/1",
+        "provenance": provenance_report(),
         "dataset": data.name, "sha256": sha, "model": kind.name(),
         "placement": Placement::name_of(placement), "method": method.name(),
         "keep": keep.to_string(), "limit": limit, "stored_values": stored, "d_max": a.d_max,
@@ -694,6 +695,15 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let title = format!("{} {} on {} (keep {keep})", method.name(), kind.name(), data.name);
     bet_format::write_atomic(&a.out.with_extension("svg"), search_svg(&outcome.evaluated, &title).as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which build wrote a report: the trainer's version and the git commit it was built from (empty
+/// when unknown, as in an exported file's provenance), so a figure can be traced to its code.
+fn provenance_report() -> serde_json::Value {
+    serde_json::json!({
+        "trainer": concat!("bet ", env!("CARGO_PKG_VERSION")),
+        "git_commit": option_env!("BET_GIT_COMMIT").unwrap_or(""),
+    })
 }
 
 /// Metrics as the JSON reports write them.
@@ -958,6 +968,7 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         let m = metrics_report;
         let json = serde_json::json!({
             "schema": "bet-train/1",
+            "provenance": provenance_report(),
             "evaluated_by": "trainer",
             "dataset": data.name, "sha256": data.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             "model": model_name, "resumed_from": report.resumed_from,
