@@ -174,6 +174,7 @@ fn train_runs_reports_and_refuses_bad_settings() {
     let (code, out, err) = seeded(&report, &[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("test (trainer-evaluated): Recall@5/10/20"), "{out}");
+    assert!(err.lines().any(|l| l.starts_with('[') && l.contains(" s] train: ") && l.contains("loss")), "{err}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(v["schema"], "bet-train/1");
     assert!(v["provenance"]["trainer"].as_str().unwrap().starts_with("bet "), "{v}");
@@ -492,6 +493,11 @@ fn search_exports_a_budgeted_model_and_resumes_to_the_same_bytes() {
     let straight_ms = u64::try_from(started.elapsed().as_millis()).unwrap().max(20);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("test (from"), "{stdout}");
+    // Without a terminal the bar is hidden and each phase logs a plain line.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for phase in ["pretrain", "search", "retrain"] {
+        assert!(stderr.lines().any(|l| l.starts_with('[') && l.contains(&format!(" s] {phase}"))), "{stderr}");
+    }
     // The gate accepts it: within its limit, valid, checksums right.
     let (code, _, err) = bet(&["verify", straight.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");

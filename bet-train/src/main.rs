@@ -591,13 +591,10 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         config.retrain_top,
         config.checkpoint_dir.display()
     );
-    let bar = progress_bar(0, "{elapsed_precise} {msg} {pos}/{len}");
-    let outcome = run_search(&split, &config, |phase, done, total| {
-        bar.set_message(phase.to_string());
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
-    bar.finish_and_clear();
+    let mut progress = Progress::new(0, "{elapsed_precise} {msg} {pos}/{len}");
+    let outcome =
+        run_search(&split, &config, |phase, done, total| progress.update(phase, done as u64, total as u64, None))?;
+    progress.finish();
     let model = &*outcome.model;
     // A refit model is measured on the refit split: test excludes the same items, and there is
     // no validation left to measure it on.
@@ -740,16 +737,65 @@ fn placement_of(p: PlacementArg) -> bet_train::lightgcn::Placement {
     }
 }
 
-/// A progress bar on stderr, hidden when stderr is not a terminal (CI logs, pipes).
-fn progress_bar(length: u64, template: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(length);
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+/// How often a run without a terminal logs where it is.
+const PLAIN_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Progress of a long command on stderr. On a terminal, an indicatif bar. Elsewhere (a
+/// background run's log, CI) the bar is hidden and a plain line is written instead when the
+/// phase changes and at most once a minute, so the log of a run that was killed or is still
+/// going says how far it got.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    plain: Option<PlainProgress>,
+}
+
+/// The state of the plain lines: when the command started, when the last line was written and
+/// for which phase.
+struct PlainProgress {
+    started: std::time::Instant,
+    last: Option<std::time::Instant>,
+    phase: String,
+}
+
+impl Progress {
+    fn new(length: u64, template: &str) -> Self {
+        let bar = indicatif::ProgressBar::new(length);
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        if !terminal {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let plain =
+            (!terminal).then(|| PlainProgress { started: std::time::Instant::now(), last: None, phase: String::new() });
+        Progress { bar, plain }
     }
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
+
+    /// `done` of `total` in `phase`, with an optional message (a loss).
+    fn update(&mut self, phase: &str, done: u64, total: u64, message: Option<String>) {
+        if let Some(plain) = &mut self.plain {
+            let due = plain.last.is_none_or(|t| t.elapsed() >= PLAIN_PROGRESS_EVERY);
+            if due || plain.phase != phase {
+                let message = message.as_deref().map(|m| format!(" {m}")).unwrap_or_default();
+                eprintln!("[{:>6} s] {phase}: {done}/{total}{message}", plain.started.elapsed().as_secs());
+                plain.last = Some(std::time::Instant::now());
+                plain.phase = phase.to_string();
+            }
+            return;
+        }
+        self.bar.set_message(match message {
+            Some(m) => format!("{phase} {m}"),
+            None => phase.to_string(),
+        });
+        self.bar.set_length(total);
+        self.bar.set_position(done);
+    }
+
+    fn finish(self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 fn backbone_kind(m: ModelArg) -> bet_train::backbone::BackboneKind {
@@ -875,12 +921,12 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         threads
     );
     eprintln!("checkpoint: {}", plan.path.display());
-    let bar = progress_bar(config.max_steps.min(a.max_steps) as u64, "{elapsed_precise} step {pos} {msg}");
+    let total = config.max_steps.min(a.max_steps) as u64;
+    let mut progress = Progress::new(total, "{elapsed_precise} {msg} step {pos}/{len}");
     let report = train(&mut *model, &split, &config, Some(&plan), |step, loss| {
-        bar.set_position(step as u64);
-        bar.set_message(format!("loss {loss:.4}"));
+        progress.update("train", step as u64, total, Some(format!("loss {loss:.4}")))
     })?;
-    bar.finish_and_clear();
+    progress.finish();
     if report.resumed_from > 0 {
         eprintln!("resumed from step {}", report.resumed_from);
     }
@@ -895,12 +941,12 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         model = kind.build(refit_split, a.d_max as usize, placement, widths.clone(), a.seed)?;
         let mut refit_plan = CheckpointPlan::new(&dir, &format!("{description} refit {}", fit.key()));
         refit_plan.every_steps = a.checkpoint_every;
-        let bar = progress_bar(fit.max_steps as u64, "{elapsed_precise} refit step {pos}/{len} {msg}");
+        let total = fit.max_steps as u64;
+        let mut progress = Progress::new(total, "{elapsed_precise} {msg} step {pos}/{len}");
         let run = train(&mut *model, refit_split, &fit, Some(&refit_plan), |step, loss| {
-            bar.set_position(step as u64);
-            bar.set_message(format!("loss {loss:.4}"));
+            progress.update("refit", step as u64, total, Some(format!("loss {loss:.4}")))
         })?;
-        bar.finish_and_clear();
+        progress.finish();
         refit_report = Some(run);
     }
     let split = refit_split.as_ref().unwrap_or(&split);

@@ -434,11 +434,11 @@ pub fn run_search(
     // validations.
     let mut retrain_seconds = 0.0;
     for (k, &i) in top.iter().enumerate() {
-        progress("retrain", k, top.len());
         let retrain = TrainConfig { max_steps: config.retrain_max_steps, ..config.train.clone() };
+        let phase = format!("retrain {} of {}", k + 1, top.len());
         let mut fresh = config.backbone.build(split, d, config.placement, actions[i].clone(), config.seed)?;
         let plan = from_scratch_plan("bet-retrain/2", config, &retrain, &actions[i]);
-        let run = train(&mut *fresh, split, &retrain, Some(&plan), |_, _| {})?;
+        let run = train(&mut *fresh, split, &retrain, Some(&plan), |s, _| progress(&phase, s, retrain.max_steps))?;
         retrain_seconds += run.seconds;
         let validation_started = Instant::now();
         let m = evaluate(&*fresh.scorer(), split, Target::Validation, None);
