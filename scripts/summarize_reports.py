@@ -2,7 +2,7 @@
 """Summarise `bet train` and `bet search` JSON reports: the mean ± sd tables and the paired
 seed-by-seed differences that BENCHMARKS.md quotes.
 
-Reports are grouped by (schema, dataset, model, placement, method, sparsity); each group gets
+Reports are grouped by (schema, dataset, model, placement, method, keep, refit); each group gets
 the mean and sample standard deviation of validation eq. 13, test Recall@20 and test NDCG@20.
 With `--pair A B` (two values of `--by`, default `method`), the groups that differ only in that
 field are paired by seed and the differences B − A are summarised (mean, sd, paired t, how
@@ -19,7 +19,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-FIELDS = ("schema", "dataset", "model", "placement", "method", "keep")
+FIELDS = ("schema", "dataset", "model", "placement", "method", "keep", "refit")
 
 
 def load(path):
@@ -29,6 +29,8 @@ def load(path):
         raise SystemExit(f"error: {path}: not a bet-train or bet-search report")
     key = {field: str(report.get(field, "-")) for field in FIELDS}
     key["schema"] = key["schema"].split("/")[0]
+    # A final fit on train ∪ validation is another model: its own group, never mixed in.
+    key["refit"] = "yes" if report.get("refit") else "no"
     validation = report.get("validation") or {}
     test = report.get("test") or {}
     figures = {
@@ -88,8 +90,11 @@ def main():
             for n in names:
                 diffs = [b_seeds[s][n] - a_seeds[s][n] for s in seeds
                          if b_seeds[s][n] is not None and a_seeds[s][n] is not None]
-                if len(diffs) < 2:
-                    print(f"  {n}: {len(diffs)} pair(s), too few")
+                if not diffs:
+                    print(f"  {n}: no pair")
+                    continue
+                if len(diffs) == 1:
+                    print(f"  {n}: one seed, {diffs[0]:+.4f} ({diffs[0] / a_seeds[seeds[0]][n]:+.1%})")
                     continue
                 mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
                 t = mean / (sd / math.sqrt(len(diffs))) if sd > 0 else float("inf")
