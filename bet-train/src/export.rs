@@ -36,6 +36,15 @@ use crate::eval::{DenseScorer, Metrics, Scorer, Target, evaluate, top_ranked, us
 use crate::ncf::{Ncf, NcfProjections};
 use crate::split::Split;
 
+/// The trainer's name and version, as exported files and JSON reports record it.
+pub const TRAINER_VERSION: &str = concat!("bet ", env!("CARGO_PKG_VERSION"));
+
+/// The git commit the trainer was built from (`build.rs`); empty when unknown, never made up.
+pub const GIT_COMMIT: &str = match option_env!("BET_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "",
+};
+
 /// How to write a file.
 #[derive(Clone, Copy, Debug)]
 pub struct ExportSettings {
@@ -143,8 +152,8 @@ fn write_tables(
             split: &split_name,
             seed: settings.seed,
             threads: settings.threads,
-            trainer_version: concat!("bet ", env!("CARGO_PKG_VERSION")),
-            git_commit: option_env!("BET_GIT_COMMIT").unwrap_or(""),
+            trainer_version: TRAINER_VERSION,
+            git_commit: GIT_COMMIT,
             validation: validation.map(quality),
             test: test.map(quality),
         },

@@ -698,8 +698,8 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
 /// when unknown, as in an exported file's provenance), so a figure can be traced to its code.
 fn provenance_report() -> serde_json::Value {
     serde_json::json!({
-        "trainer": concat!("bet ", env!("CARGO_PKG_VERSION")),
-        "git_commit": option_env!("BET_GIT_COMMIT").unwrap_or(""),
+        "trainer": bet_train::export::TRAINER_VERSION,
+        "git_commit": bet_train::export::GIT_COMMIT,
     })
 }
 

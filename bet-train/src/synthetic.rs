@@ -111,7 +111,7 @@ impl SyntheticModel {
                 split: "synthetic (random values, popularity widths)",
                 seed: 0,
                 threads: 1,
-                trainer_version: concat!("bet ", env!("CARGO_PKG_VERSION")),
+                trainer_version: crate::export::TRAINER_VERSION,
                 git_commit: "",
                 validation: None,
                 test: None,
