@@ -231,8 +231,35 @@ fn train_runs_reports_and_refuses_bad_settings() {
     let (code, _, err) = bet(&["compare", shipped.to_str().unwrap(), &golden("lightgcn_f16_width.bet")]);
     assert_eq!(code, 2);
     assert!(err.contains("not two files of one model"), "{err}");
-    // The paper's input placement has no budgeted file: refused before any training.
-    let (code, _, err) = run(&["--placement", "input", "--out", shipped.to_str().unwrap()]);
+    // The paper's input placement: LightGCN ships ego rows and its graph, which `bet rank` and
+    // `bet compare` propagate when they load the file.
+    let input = dir.path().join("input.bet");
+    let (code, out, err) = run(&[
+        "--placement",
+        "input",
+        "--round-steps",
+        "5",
+        "--max-steps",
+        "10",
+        "--threads",
+        "1",
+        "--out",
+        input.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, _) = bet(&["inspect", input.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("lightgcn (placement input)") && out.contains("graph      3 layers over "), "{out}");
+    let (code, out, err) = bet(&["rank", input.to_str().unwrap(), "--users", "0,1", "--k", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("user ")).count(), 2, "{out}");
+    let (code, out, _) = bet(&["compare", input.to_str().unwrap(), input.to_str().unwrap(), "--k", "5"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("(100.0%)"), "{out}");
+    // NGCF's input placement has no budgeted file: refused before any training.
+    let mut ngcf = args.to_vec();
+    ngcf[4] = "ngcf";
+    let (code, _, err) = bet(&[&ngcf[..], &["--placement", "input", "--out", shipped.to_str().unwrap()]].concat());
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--out") && err.contains("input placement is not exportable"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -533,9 +560,9 @@ fn search_exports_a_budgeted_model_and_resumes_to_the_same_bytes() {
 
 /// Every baseline and ablation runs through the same pipeline on the sample: each writes a
 /// valid file at exactly its limit, with the candidates its method defines; the paper's input
-/// placement is measured by the trainer, labelled so, and exports nothing.
+/// placement ships ego rows and the graph, measured on the file after the runtime propagates it.
 #[test]
-fn every_method_fills_its_limit_and_input_placement_is_trainer_evaluated() {
+fn every_method_fills_its_limit_and_input_placement_is_measured_on_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("ckpt");
     let run = |method: &str, placement: &str| -> (std::process::Output, PathBuf) {
@@ -589,14 +616,19 @@ fn every_method_fills_its_limit_and_input_placement_is_trainer_evaluated() {
             _ => assert!(used.len() > 2, "{method} gave nearly equal widths: {histogram:?}"),
         }
     }
-    // The paper's placement: searched and retrained the same way, measured by the trainer.
-    let (output, out) = run("es", "input");
+    // The paper's placement: searched and retrained the same way; the file stores the ego rows
+    // (exactly the limit) and the graph, and is measured by the runtime after propagation.
+    let (output, out) = run("bet", "input");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("test (trainer-evaluated)"));
-    assert!(!out.exists(), "an input-placement model must not be exported");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("by bet-runtime"));
+    let (code, _, err) = bet(&["verify", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
     let r = report(&out);
-    assert_eq!(r["evaluated_by"], "trainer (input placement cannot be exported)");
-    assert!(r["file"].is_null() && r["test"]["recall"][2].as_f64().unwrap() > 0.0);
+    assert_eq!(r["evaluated_by"], "bet-runtime (the exported file)");
+    assert_eq!(r["placement"], "input");
+    assert_eq!(r["stored_values"], r["limit"]);
+    assert_eq!(r["parity"]["agrees"], true, "{}", r["parity"]);
+    assert!(r["test"]["recall"][2].as_f64().unwrap() > 0.0);
 }
 
 /// `--retrain-max-steps` lifts the cap of the selective retraining alone: the second run reuses

@@ -29,6 +29,7 @@ fn every_backbone_exports_what_the_trainer_measured() {
     let users: Vec<u32> = (0..USERS).collect();
     for (kind, placement) in [
         (BackboneKind::Mf, None),
+        (BackboneKind::LightGcn, Some(Placement::Input)),
         (BackboneKind::LightGcn, Some(Placement::Output)),
         (BackboneKind::LightGcn, Some(Placement::Both)),
         (BackboneKind::Ngcf, Some(Placement::Output)),
@@ -49,8 +50,11 @@ fn every_backbone_exports_what_the_trainer_measured() {
         for dtype in [ValueDtype::F32, ValueDtype::F16] {
             let settings = ExportSettings { keep: Some(keep), seed: 7, threads: 1, dtype };
             let bytes = write_model(&*model, &data, &split, &settings, None, None).unwrap();
-            let runtime = bet_runtime::Model::new(AlignedBytes::new(&bytes)).unwrap();
+            let mut runtime = bet_runtime::Model::new(AlignedBytes::new(&bytes)).unwrap();
             runtime.verify_checksums().unwrap();
+            // `input` files store ego rows and the graph: they score only once propagated.
+            assert_eq!(runtime.needs_propagation(), placement == Some(Placement::Input), "{name}");
+            runtime.propagate().unwrap();
             // The reader counts stored values from the structure and checks them against the limit.
             let budget = runtime.summary().budget.unwrap();
             assert_eq!(budget.limit, limit, "{name}");
@@ -110,13 +114,26 @@ fn every_backbone_exports_what_the_trainer_measured() {
 }
 
 #[test]
-fn the_input_placement_is_refused_at_export() {
+fn lightgcn_input_ships_ego_rows_and_its_graph_and_ngcf_input_is_refused() {
     let data = bet_train::data::Dataset::from_pairs("t", 3, 4, &[(0, 0), (0, 1), (1, 1), (1, 2), (2, 3), (2, 0)]);
     let split = Split::new(&data, Protocol::Given, 1).unwrap();
-    let model = BackboneKind::LightGcn.build(&split, 4, Some(Placement::Input), vec![2; 7], 1).unwrap();
     let settings = ExportSettings { keep: None, seed: 1, threads: 1, dtype: ValueDtype::F32 };
+    let model = BackboneKind::Ngcf.build(&split, 4, Some(Placement::Input), vec![2; 7], 1).unwrap();
     let err = write_model(&*model, &data, &split, &settings, None, None).unwrap_err().to_string();
     assert!(err.contains("input placement is not exportable"), "{err}");
+
+    let model = BackboneKind::LightGcn.build(&split, 4, Some(Placement::Input), vec![2, 1, 3, 1, 2, 4, 0], 1).unwrap();
+    let bytes = write_model(&*model, &data, &split, &settings, None, None).unwrap();
+    let file = bet_format::BetFile::new_checked(&bytes).unwrap();
+    assert_eq!(file.summary().placement, bet_format::MaskPlacement::Input);
+    assert_eq!(file.summary().minor_version, 1, "a file with a graph is a 1.1 file");
+    // The stored rows are the ego rows, cut to their widths: the budget counts exactly these.
+    assert_eq!(file.embedding_values(), 2 + 1 + 3 + 1 + 2 + 4);
+    let graph = file.graph().unwrap();
+    assert_eq!(graph.layers, 3);
+    for u in 0..split.n_users {
+        assert_eq!(graph.items_of(u as u32).unwrap(), split.train.of(u), "user {u}'s training items");
+    }
 }
 
 #[test]
@@ -138,11 +155,11 @@ fn check_exportable_agrees_with_export_for_every_backbone_and_placement() {
             let check = model.check_exportable().map_err(|e| e.to_string());
             let export = model.export_tables().map(drop).map_err(|e| e.to_string());
             assert_eq!(check, export, "{kind:?} {placement:?}");
-            // Only the propagating models under the input placement are refused.
-            let should_refuse = placement == Some(Placement::Input);
+            // Only NGCF under the input placement is refused (LightGCN ships ego rows + graph).
+            let should_refuse = kind == BackboneKind::Ngcf && placement == Some(Placement::Input);
             assert_eq!(check.is_err(), should_refuse, "{kind:?} {placement:?}");
             refused += usize::from(should_refuse);
         }
     }
-    assert_eq!(refused, 2);
+    assert_eq!(refused, 1);
 }

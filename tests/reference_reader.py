@@ -23,7 +23,8 @@ def f(x):  # round a double to the nearest f32 (RNE); NaN stays NaN, overflow go
 VAL = {2, 3, 4, 5}  # value dtypes: f32, f16, f32x8, f16x8 (4 and 5: blocked order, section 4.1)
 KINDS = {1: ('meta', {0}, 1), 2: ('urp', {1}, 1), 3: ('uval', VAL, 1), 4: ('irp', {1}, 1),
          5: ('ival', VAL, 1), 6: ('ugmf', VAL, 1), 7: ('igmf', VAL, 1), 8: ('dense', {2}, 1),
-         9: ('uperm', {1}, 1), 10: ('iperm', {1}, 1), 11: ('uids', {0}, 0), 12: ('iids', {0}, 0)}
+         9: ('uperm', {1}, 1), 10: ('iperm', {1}, 1), 11: ('uids', {0}, 0), 12: ('iids', {0}, 0),
+         13: ('graph', {1}, 1)}
 DT = {0: ('B', 1), 1: ('I', 4), 2: ('f', 4), 3: ('e', 2), 4: ('f', 4), 5: ('e', 2)}
 al64 = lambda x: (x + 63) // 64 * 64
 bits = lambda s: '7fc00000' if s != s else format(struct.unpack('<I', F32.pack(s))[0], '08x')
@@ -93,6 +94,8 @@ def parse(d):
     need(all(k in sec for k in ('meta', 'urp', 'uval', 'irp', 'ival')), 'missing required section')
     m = metadata(sec['meta']); ncf, dm = m['model'] == 3, m['d_max']
     need((m['placement'] == 0) == (m['model'] in (0, 3)), 'placement/model mismatch')
+    need(m['placement'] != 1 or m['model'] == 1, 'input placement outside LightGCN')
+    need(('graph' in sec) == (m['placement'] == 1), 'graph present exactly for the input placement')
     need(dm >= 1 and m['vw'] == dm * (4 if m['model'] == 2 else 1) and m['vw'] <= 1024, 'bad widths')
     need(m['nu'] <= 1 << 30 and m['ni'] <= 1 << 30, 'too many rows')
     need(all((k in sec) == ncf for k in ('ugmf', 'igmf', 'dense')), 'NCF sections mismatch')
@@ -112,6 +115,15 @@ def parse(d):
         if side + 'ids' in sec: check_ids(sec[side + 'ids'], n)
     stored = sum(len(sec[k]) for k in ('uval', 'ival', 'ugmf', 'igmf') if k in sec)
     if ncf: m['dense'] = sec['dense']; need(len(m['dense']) == 2 * dm * dm + 3 * dm + 1, 'dense length')
+    if 'graph' in sec:  # section 4.2
+        g, nu = sec['graph'], m['nu']; need(len(g) >= nu + 2, 'graph length')
+        L, off, its = g[0], g[1:nu + 2], g[nu + 2:]
+        need(1 <= L <= 8 and off[0] == 0 and off[nu] == len(its), 'graph layers / offsets')
+        need(all(off[u] <= off[u + 1] for u in range(nu)), 'graph offsets decrease')
+        for u in range(nu):
+            lst = its[off[u]:off[u + 1]]
+            need(all(x < m['ni'] for x in lst) and all(a < b for a, b in zip(lst, lst[1:])), 'graph items')
+        m['graph'] = (L, off, its)
     if m['budget']:
         units, scale, limit, st = m['budget']
         need(0 < units <= 10 ** scale, 'keep out of (0, 1]')
@@ -124,7 +136,28 @@ def dot(a, b):  # section 7.1
         acc[t & 7] = f(acc[t & 7] + f(a[t] * b[t]))
     s = [f(acc[l] + acc[l + 4]) for l in range(4)]
     return f(f(s[0] + s[2]) + f(s[1] + s[3]))
+def propagate(m):  # section 7.5: final vectors replace the ego rows
+    L, off, its = m.pop('graph'); nu, ni, d = m['nu'], m['ni'], m['d_max']
+    x = [list(r) + [0.0] * (d - len(r)) for r in m['urows'] + m['irows']]
+    deg = [off[u + 1] - off[u] for u in range(nu)] + [0] * ni
+    users_of = [[] for _ in range(ni)]
+    for u in range(nu):
+        for i in its[off[u]:off[u + 1]]: deg[nu + i] += 1; users_of[i].append(u)  # increasing u
+    w = lambda u, i: f(1.0 / math.sqrt(float(deg[u]) * float(deg[nu + i])))
+    def gather(terms):
+        acc = [0.0] * d
+        for src, wt in terms: acc = [f(acc[t] + f(wt * x[src][t])) for t in range(d)]
+        return acc
+    total = [r[:] for r in x]
+    for _ in range(L):
+        nxt = [gather((nu + i, w(u, i)) for i in its[off[u]:off[u + 1]]) for u in range(nu)]
+        nxt += [gather((u, w(u, i)) for u in users_of[i]) for i in range(ni)]
+        total = [[f(a + b) for a, b in zip(r, q)] for r, q in zip(total, nxt)]; x = nxt
+    sc = f(1.0 / (L + 1))
+    fin = [[f(v * sc) for v in r] for r in total]
+    m['urows'], m['irows'] = fin[:nu], fin[nu:]
 def scores(m, u):
+    if 'graph' in m: propagate(m)
     items = range(len(m['irows']))
     if m['model'] != 3: return [dot(m['urows'][u], m['irows'][i]) for i in items]
     d, W = m['d_max'], m['dense']; o = 2 * d * d  # section 7.3

@@ -236,6 +236,14 @@ pub enum Error {
         /// What the structure holds.
         actual: u64,
     },
+    /// The propagation graph (kind 13) breaks a rule of spec §4.2.
+    #[error("propagation graph, entry {position}: {reason}")]
+    BadGraph {
+        /// Where: the user whose offsets or items are wrong (0 for the layer count).
+        position: u64,
+        /// Which rule.
+        reason: &'static str,
+    },
     /// The metadata is internally inconsistent (e.g. a placement for a model without one).
     #[error("metadata is invalid: {reason}")]
     InvalidMetadata {

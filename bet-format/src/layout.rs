@@ -31,6 +31,12 @@ pub const MAX_NCF_WIDTH: u32 = 256;
 pub const MAX_ROWS: u32 = 1 << 30;
 /// Cap on the length of one external id in an id map.
 pub const MAX_EXTERNAL_ID_BYTES: u32 = 4096;
+/// Cap on the propagation layers of a stored graph (LightGCN uses 1 to 4; each layer costs a
+/// runtime one pass over every edge, so the cap bounds the work a file can ask for).
+pub const MAX_PROPAGATION_LAYERS: u32 = 8;
+/// The minor version of a file that holds a propagation graph (kind 13, added in 1.1). Files
+/// without one are written as 1.0, which they are.
+pub const MINOR_VERSION_GRAPH: u16 = 1;
 
 /// Section flag bit 0: a reader that does not know this kind must refuse the file.
 pub const FLAG_REQUIRED: u8 = 1;
@@ -168,6 +174,9 @@ section_kinds! {
     UserIds = 11, "user_ids", required = false, dtypes = [U8];
     /// External item ids.
     ItemIds = 12, "item_ids", required = false, dtypes = [U8];
+    /// LightGCN `input` placement (1.1): layers, then each user's training items (CSR); the
+    /// runtime propagates the stored ego rows over it (spec §7.5).
+    PropagationGraph = 13, "propagation_graph", required = true, dtypes = [U32];
 }
 
 impl core::fmt::Display for SectionKind {

@@ -31,7 +31,7 @@
 //!     ncf: None, keep: Some(Decimal::parse("0.5")?), provenance,
 //!     value_dtype: ValueDtype::F32, storage: StorageOrder::WidthDescending,
 //!     value_layout: ValueLayout::Blocked8,
-//!     user_ids: None, item_ids: None,
+//!     user_ids: None, item_ids: None, graph: None,
 //! };
 //! let bytes = AlignedBytes::from(contents.to_bytes()?);
 //! let file = BetFile::new_checked(bytes.as_bytes())?;
@@ -64,13 +64,13 @@ mod writer;
 pub use aligned::AlignedBytes;
 pub use error::{Error, Table};
 pub use layout::{
-    Dtype, MAX_EXTERNAL_ID_BYTES, MAX_METADATA_BYTES, MAX_NCF_WIDTH, MAX_ROWS, MAX_SECTIONS, MAX_VECTOR_WIDTH,
-    SECTION_ALIGN, SectionKind, crc32c,
+    Dtype, MAX_EXTERNAL_ID_BYTES, MAX_METADATA_BYTES, MAX_NCF_WIDTH, MAX_PROPAGATION_LAYERS, MAX_ROWS, MAX_SECTIONS,
+    MAX_VECTOR_WIDTH, SECTION_ALIGN, SectionKind, crc32c,
 };
 pub use meta::{Budget, Decimal, MaskPlacement, Metadata, MetadataRepr, ModelKind, Provenance, Quality};
 pub use view::{
-    BLOCK_ROWS, BetFile, FileLayout, IdMap, NcfDense, Permutation, RaggedTable, Row, SectionEntry, Summary, ValueDtype,
-    Values, ncf_dense_len,
+    BLOCK_ROWS, BetFile, FileLayout, IdMap, NcfDense, Permutation, PropagationGraph, RaggedTable, Row, SectionEntry,
+    Summary, ValueDtype, Values, ncf_dense_len,
 };
 #[cfg(feature = "std")]
-pub use writer::{ModelContents, NcfInput, StorageOrder, TableInput, ValueLayout, write_atomic};
+pub use writer::{GraphInput, ModelContents, NcfInput, StorageOrder, TableInput, ValueLayout, write_atomic};

@@ -53,7 +53,8 @@ impl ModelKind {
 pub enum MaskPlacement {
     /// No propagation (MF, NCF): the stored rows are the trained rows.
     NotApplicable,
-    /// The ego table was cut; final vectors are dense (the paper's; not exportable within budget).
+    /// The ego table was cut; final vectors are dense (the paper's). LightGCN only: the file
+    /// stores the ego rows and the training graph, and a runtime propagates them (spec §7.5).
     Input,
     /// Full-width ego table, final vectors cut to each width.
     Output,
@@ -310,6 +311,11 @@ impl<'a> Metadata<'a> {
         };
         if !placement_ok {
             return Err(Error::InvalidMetadata { reason: "mask placement does not fit the model kind" });
+        }
+        // The input placement stores ego rows that a runtime propagates; only LightGCN's
+        // propagation is parameter-free (NGCF's has weights the format does not carry).
+        if self.placement == MaskPlacement::Input && self.model != ModelKind::LightGcn {
+            return Err(Error::InvalidMetadata { reason: "the input placement is stored for LightGCN only" });
         }
         if self.d_max == 0 {
             return Err(Error::InvalidMetadata { reason: "d_max is 0" });

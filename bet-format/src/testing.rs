@@ -65,6 +65,39 @@ pub fn tiny_file_bytes() -> Vec<u8> {
         value_layout: ValueLayout::RowMajor,
         user_ids: None,
         item_ids: None,
+        graph: None,
+    }
+    .to_bytes()
+    .unwrap_or_default()
+}
+
+/// The graph of [`input_file_bytes`]: 3 users, 5 items, user-side CSR (item 2 has no user, user
+/// 2 has one item).
+pub const INPUT_GRAPH: ([u32; 4], [u32; 6]) = ([0, 3, 5, 6], [0, 1, 3, 1, 4, 3]);
+
+/// The bytes of a tiny LightGCN file with the `input` placement (3 users, 5 items, d_max 4,
+/// 2 layers, f32, blocked and width-ordered): ego rows plus [`INPUT_GRAPH`] (spec §4.2, §7.5).
+pub fn input_file_bytes() -> Vec<u8> {
+    let uw = [4u32, 1, 2];
+    let iw = [1u32, 4, 0, 3, 2];
+    let uv = values_for(&uw, 3);
+    let iv = values_for(&iw, 4);
+    let (offsets, items) = INPUT_GRAPH;
+    ModelContents {
+        model: ModelKind::LightGcn,
+        placement: MaskPlacement::Input,
+        d_max: 4,
+        users: TableInput { widths: &uw, values: &uv },
+        items: TableInput { widths: &iw, values: &iv },
+        ncf: None,
+        keep: Some(Decimal { units: 1, scale: 0 }),
+        provenance: synthetic_provenance(),
+        value_dtype: ValueDtype::F32,
+        storage: StorageOrder::WidthDescending,
+        value_layout: crate::ValueLayout::Blocked8,
+        user_ids: None,
+        item_ids: None,
+        graph: Some(crate::GraphInput { layers: 2, user_offsets: &offsets, items: &items }),
     }
     .to_bytes()
     .unwrap_or_default()
@@ -111,6 +144,7 @@ pub fn golden_cases() -> Result<Vec<GoldenCase>, crate::Error> {
             value_layout: ValueLayout::RowMajor,
             user_ids: Some(&user_ids),
             item_ids: Some(&item_ids),
+            graph: None,
         }
         .to_bytes()?,
     });
@@ -135,6 +169,7 @@ pub fn golden_cases() -> Result<Vec<GoldenCase>, crate::Error> {
             value_layout: ValueLayout::RowMajor,
             user_ids: None,
             item_ids: None,
+            graph: None,
         }
         .to_bytes()?,
     });
@@ -159,6 +194,7 @@ pub fn golden_cases() -> Result<Vec<GoldenCase>, crate::Error> {
             value_layout: ValueLayout::RowMajor,
             user_ids: None,
             item_ids: None,
+            graph: None,
         }
         .to_bytes()?,
     });
@@ -187,6 +223,7 @@ pub fn golden_cases() -> Result<Vec<GoldenCase>, crate::Error> {
             value_layout: ValueLayout::RowMajor,
             user_ids: None,
             item_ids: None,
+            graph: None,
         }
         .to_bytes()?,
     });
@@ -222,6 +259,7 @@ pub fn golden_cases() -> Result<Vec<GoldenCase>, crate::Error> {
             value_layout: ValueLayout::RowMajor,
             user_ids: None,
             item_ids: None,
+            graph: None,
         }
         .to_bytes()?,
     });
@@ -248,6 +286,38 @@ pub fn golden_cases() -> Result<Vec<GoldenCase>, crate::Error> {
             value_layout: ValueLayout::Blocked8,
             user_ids: None,
             item_ids: None,
+            graph: None,
+        }
+        .to_bytes()?,
+    });
+    // 7. LightGCN `input` (1.1): ego rows (f16, blocked) and a propagation graph with users and
+    //    items of degree 0, 3 layers, d_max 12 (not a multiple of 8).
+    let uw = widths_from(71, 14, 12);
+    let iw = widths_from(72, 19, 12);
+    let (uv, iv) = (values_for(&uw, 73), values_for(&iw, 74));
+    let (mut offsets, mut items) = (vec![0u32], Vec::new());
+    for u in 0..uw.len() as u64 {
+        // User u keeps item i with probability about 1/3; user 5 and item 18 have no edge.
+        items.extend((0..18u32).filter(|&i| u != 5 && hash_value(75 + u, u64::from(i)) < -0.33));
+        offsets.push(items.len() as u32);
+    }
+    out.push(GoldenCase {
+        name: "lightgcn_input_graph.bet",
+        bytes: ModelContents {
+            model: ModelKind::LightGcn,
+            placement: MaskPlacement::Input,
+            d_max: 12,
+            users: TableInput { widths: &uw, values: &uv },
+            items: TableInput { widths: &iw, values: &iv },
+            ncf: None,
+            keep: Some(Decimal { units: 6, scale: 1 }),
+            provenance: prov,
+            value_dtype: ValueDtype::F16,
+            storage: StorageOrder::WidthDescending,
+            value_layout: ValueLayout::Blocked8,
+            user_ids: None,
+            item_ids: None,
+            graph: Some(crate::GraphInput { layers: 3, user_offsets: &offsets, items: &items }),
         }
         .to_bytes()?,
     });

@@ -141,6 +141,7 @@ pub struct FileLayout {
     ncf_dense: Option<Span>,
     user_ids: Option<Span>,
     item_ids: Option<Span>,
+    graph: Option<Span>,
 }
 
 /// Embedding values of one table, in storage order.
@@ -481,6 +482,75 @@ impl<'a> IdMap<'a> {
     }
 }
 
+/// The training graph of a LightGCN file with the `input` placement (kind 13, spec §4.2): the
+/// stored rows are the ego (layer-0) rows, and a runtime propagates them over this graph
+/// (spec §7.5). User-side CSR in index order.
+#[derive(Clone, Copy, Debug)]
+pub struct PropagationGraph<'a> {
+    /// Propagation layers `L`, in `1..=MAX_PROPAGATION_LAYERS`.
+    pub layers: u32,
+    /// `n_users + 1` offsets into [`items`](Self::items): user `u`'s items are
+    /// `items[user_offsets[u] .. user_offsets[u + 1]]`.
+    pub user_offsets: &'a [u32],
+    /// Each user's training items, strictly increasing, each `< n_items`.
+    pub items: &'a [u32],
+}
+
+impl<'a> PropagationGraph<'a> {
+    /// Splits a payload for `n_users` users; `None` if the arrays do not fit.
+    fn parse(payload: &'a [u32], n_users: u32) -> Option<PropagationGraph<'a>> {
+        let (&layers, rest) = payload.split_first()?;
+        let offsets_len = usize::try_from(n_users).ok()?.checked_add(1)?;
+        let (user_offsets, items) = rest.split_at_checked(offsets_len)?;
+        Some(PropagationGraph { layers, user_offsets, items })
+    }
+
+    /// User `user`'s items (sorted), `None` past the end.
+    pub fn items_of(&self, user: u32) -> Option<&'a [u32]> {
+        let u = usize::try_from(user).ok()?;
+        let start = usize::try_from(*self.user_offsets.get(u)?).ok()?;
+        let end = usize::try_from(*self.user_offsets.get(u.checked_add(1)?)?).ok()?;
+        self.items.get(start..end)
+    }
+
+    /// Number of user–item edges.
+    pub fn edges(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Layers in range, offsets from 0, non-decreasing, ending at the item count; each user's
+    /// items strictly increasing (no duplicate edge) and in range. O(edges), no allocation.
+    fn validate(&self, n_items: u32) -> Result<(), Error> {
+        let bad = |position: usize, reason| Error::BadGraph { position: position as u64, reason };
+        if self.layers == 0 || self.layers > layout::MAX_PROPAGATION_LAYERS {
+            return Err(bad(0, "layer count outside 1..=MAX_PROPAGATION_LAYERS"));
+        }
+        if self.user_offsets.first() != Some(&0) {
+            return Err(bad(0, "offsets do not start at 0"));
+        }
+        for (u, w) in self.user_offsets.windows(2).enumerate() {
+            let [a, b] = w else { continue };
+            if b < a {
+                return Err(bad(u, "offsets decrease"));
+            }
+            let Some(items) = self.items.get(*a as usize..*b as usize) else {
+                return Err(bad(u, "offsets past the item list"));
+            };
+            if items.iter().any(|&i| i >= n_items) {
+                return Err(bad(u, "item out of range"));
+            }
+            // Strict increase: the order the sums of §7.5 run in is fixed, and no edge twice.
+            if items.windows(2).any(|p| p.first() >= p.get(1)) {
+                return Err(bad(u, "items not strictly increasing"));
+            }
+        }
+        if self.user_offsets.last().map(|&l| l as usize) != Some(self.items.len()) {
+            return Err(bad(self.user_offsets.len().saturating_sub(1), "offsets do not end at the item count"));
+        }
+        Ok(())
+    }
+}
+
 /// A validated `.bet` file.
 #[derive(Clone, Copy, Debug)]
 pub struct BetFile<'a> {
@@ -493,6 +563,7 @@ pub struct BetFile<'a> {
     ncf_dense: Option<&'a [f32]>,
     user_ids: Option<IdMap<'a>>,
     item_ids: Option<IdMap<'a>>,
+    graph: Option<PropagationGraph<'a>>,
 }
 
 fn read_u16(b: &[u8], at: usize) -> Option<u16> {
@@ -586,6 +657,18 @@ impl FileLayout {
             None => None,
             Some(s) => Some(cast::<f32>(s.of(bytes).ok_or(oob(SectionKind::NcfDense))?, SectionKind::NcfDense)?),
         };
+        let kind = SectionKind::PropagationGraph;
+        let graph = match &self.graph {
+            None => None,
+            Some(s) => {
+                let payload = cast::<u32>(s.of(bytes).ok_or(oob(kind))?, kind)?;
+                Some(PropagationGraph::parse(payload, self.summary.n_users).ok_or(Error::BadSectionLength {
+                    kind,
+                    len: s.len as u64,
+                    reason: "must hold the layer count and n_users + 1 offsets",
+                })?)
+            }
+        };
         Ok(BetFile {
             bytes,
             layout: *self,
@@ -596,6 +679,7 @@ impl FileLayout {
             ncf_dense,
             user_ids: ids(&self.user_ids, SectionKind::UserIds)?,
             item_ids: ids(&self.item_ids, SectionKind::ItemIds)?,
+            graph,
         })
     }
 }
@@ -671,6 +755,7 @@ impl<'a> BetFile<'a> {
         let mut item_perm = None;
         let mut user_ids = None;
         let mut item_ids = None;
+        let mut graph = None;
         let mut seen_unknown_codes: [u16; layout::MAX_SECTIONS as usize] = [0; layout::MAX_SECTIONS as usize];
         let mut seen_unknown = 0usize;
 
@@ -755,6 +840,7 @@ impl<'a> BetFile<'a> {
                 SectionKind::ItemPermutation => &mut item_perm,
                 SectionKind::UserIds => &mut user_ids,
                 SectionKind::ItemIds => &mut item_ids,
+                SectionKind::PropagationGraph => &mut graph,
             };
             if slot.is_some() {
                 return Err(Error::DuplicateSection { section: i, kind: e.kind_code });
@@ -789,6 +875,14 @@ impl<'a> BetFile<'a> {
                 }
             }
             (None, None, None)
+        };
+
+        // The graph is what makes an `input` file's rows scoreable, and means nothing elsewhere.
+        let graph = match (m.placement == MaskPlacement::Input, graph) {
+            (true, Some(g)) => Some(g.span),
+            (true, None) => return Err(Error::MissingSection { kind: SectionKind::PropagationGraph }),
+            (false, Some(_)) => return Err(Error::UnexpectedSection { kind: SectionKind::PropagationGraph }),
+            (false, None) => None,
         };
 
         let table = |ptr: Option<ValuesLayout>, val, perm: Option<ValuesLayout>, ptr_kind, val_kind, n: u32| {
@@ -844,6 +938,7 @@ impl<'a> BetFile<'a> {
             ncf_dense,
             user_ids: user_ids.map(|v| v.span),
             item_ids: item_ids.map(|v| v.span),
+            graph,
         })
     }
 
@@ -884,6 +979,9 @@ impl<'a> BetFile<'a> {
         }
         if let Some(ids) = &self.item_ids {
             ids.validate(Table::Items, s.n_items)?;
+        }
+        if let Some(g) = &self.graph {
+            g.validate(s.n_items)?;
         }
         let stored = self.embedding_values();
         if let Some(b) = s.budget {
@@ -948,6 +1046,10 @@ impl<'a> BetFile<'a> {
     /// External item ids, if the file has them.
     pub fn item_ids(&self) -> Option<IdMap<'a>> {
         self.item_ids
+    }
+    /// The propagation graph of an `input`-placement LightGCN file (spec §4.2), `None` otherwise.
+    pub fn graph(&self) -> Option<PropagationGraph<'a>> {
+        self.graph
     }
     /// Embedding values stored, counted from the structure: users + items (+ both GMF tables).
     pub fn embedding_values(&self) -> u64 {

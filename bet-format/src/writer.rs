@@ -41,6 +41,18 @@ pub struct NcfInput<'a> {
     pub dense: &'a [f32],
 }
 
+/// The training graph of a LightGCN model with the `input` placement (spec §4.2): user-side CSR
+/// in index order. The writer checks it as a reader would.
+#[derive(Clone, Copy, Debug)]
+pub struct GraphInput<'a> {
+    /// Propagation layers, in `1..=MAX_PROPAGATION_LAYERS`.
+    pub layers: u32,
+    /// `n_users + 1` offsets into `items`.
+    pub user_offsets: &'a [u32],
+    /// Each user's items, strictly increasing.
+    pub items: &'a [u32],
+}
+
 /// In which order rows are stored (the storage row is private to the format).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StorageOrder {
@@ -90,6 +102,8 @@ pub struct ModelContents<'a> {
     pub user_ids: Option<&'a [&'a [u8]]>,
     /// External item ids by index (unique), if any.
     pub item_ids: Option<&'a [&'a [u8]]>,
+    /// The training graph; given exactly for the `input` placement (LightGCN only).
+    pub graph: Option<GraphInput<'a>>,
 }
 
 struct Section {
@@ -345,7 +359,28 @@ impl ModelContents<'_> {
                 payload: id_map_payload(ids, n_items as usize)?,
             });
         }
-        assemble(&sections)
+        if (self.placement == MaskPlacement::Input) != self.graph.is_some() {
+            return Err(Error::InvalidInput { reason: "a propagation graph is given exactly for the input placement" });
+        }
+        let minor = match self.graph {
+            None => layout::MINOR_VERSION,
+            Some(g) => {
+                if g.user_offsets.len() != n_users as usize + 1 {
+                    return Err(Error::InvalidInput { reason: "graph offsets must number n_users + 1" });
+                }
+                let mut payload = u32_bytes(&[g.layers]);
+                payload.extend(u32_bytes(g.user_offsets));
+                payload.extend(u32_bytes(g.items));
+                sections.push(Section { kind: SectionKind::PropagationGraph, dtype: Dtype::U32, payload });
+                layout::MINOR_VERSION_GRAPH
+            }
+        };
+        let bytes = assemble(&sections, minor)?;
+        if self.graph.is_some() {
+            // The graph's rules (order, range, layer cap) are checked once, by the reader's code.
+            crate::BetFile::new_checked(&bytes)?;
+        }
+        Ok(bytes)
     }
 
     /// Lays the model out and writes it atomically to `path`.
@@ -355,7 +390,7 @@ impl ModelContents<'_> {
 }
 
 /// Builds header, table, padding and payloads from sections in file order.
-fn assemble(sections: &[Section]) -> Result<Vec<u8>, Error> {
+fn assemble(sections: &[Section], minor: u16) -> Result<Vec<u8>, Error> {
     let count = sections.len();
     let table_end = layout::HEADER_LEN + count * layout::SECTION_ENTRY_LEN;
     let mut offsets = Vec::with_capacity(count);
@@ -369,7 +404,7 @@ fn assemble(sections: &[Section]) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(file_len as usize);
     out.extend_from_slice(&layout::MAGIC);
     out.extend_from_slice(&layout::MAJOR_VERSION.to_le_bytes());
-    out.extend_from_slice(&layout::MINOR_VERSION.to_le_bytes());
+    out.extend_from_slice(&minor.to_le_bytes());
     out.extend_from_slice(&[0; 4]); // header CRC, filled below
     out.extend_from_slice(&file_len.to_le_bytes());
     out.extend_from_slice(&(count as u32).to_le_bytes());

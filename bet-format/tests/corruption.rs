@@ -74,6 +74,7 @@ fn base_contents<'a>(uv: &'a [f32], iv: &'a [f32], ids: &'a [&'a [u8]]) -> Model
         value_layout: ValueLayout::RowMajor,
         user_ids: Some(ids),
         item_ids: None,
+        graph: None,
     }
 }
 
@@ -439,6 +440,66 @@ fn cases() -> Vec<Case> {
         "id bytes changed under their CRC",
         b,
         Error::SectionChecksum { section: ids_i as u32, kind: SectionKind::UserIds as u16, stored, computed },
+    ));
+
+    // The propagation graph of an `input` file (§4.2): graph of `testing::INPUT_GRAPH`, payload
+    // u32 0 = layers (2), 1..=4 = offsets [0, 3, 5, 6], 5..=10 = items [0, 1, 3, 1, 4, 3].
+    let input = bet_format::testing::input_file_bytes();
+    let with_graph = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut secs = sections_of(&input);
+        let i = pos(&secs, SectionKind::PropagationGraph);
+        f(&mut secs[i].payload);
+        assemble(&secs)
+    };
+    let graph = |position: u64, reason: &'static str| Error::BadGraph { position, reason };
+    let layers = "layer count outside 1..=MAX_PROPAGATION_LAYERS";
+    c.push(("graph with 0 layers", with_graph(&|p| patch_u32(p, 0, 0)), graph(0, layers)));
+    c.push(("graph with 9 layers", with_graph(&|p| patch_u32(p, 0, 9)), graph(0, layers)));
+    c.push(("graph offsets start at 1", with_graph(&|p| patch_u32(p, 1, 1)), graph(0, "offsets do not start at 0")));
+    c.push(("graph offsets decrease", with_graph(&|p| patch_u32(p, 3, 2)), graph(1, "offsets decrease")));
+    c.push((
+        "graph offsets past the items",
+        with_graph(&|p| patch_u32(p, 4, 7)),
+        graph(2, "offsets past the item list"),
+    ));
+    c.push((
+        "graph offsets end early",
+        with_graph(&|p| patch_u32(p, 4, 5)),
+        graph(3, "offsets do not end at the item count"),
+    ));
+    c.push(("graph item out of range", with_graph(&|p| patch_u32(p, 6, 5)), graph(0, "item out of range")));
+    c.push(("graph edge twice", with_graph(&|p| patch_u32(p, 7, 1)), graph(0, "items not strictly increasing")));
+    c.push((
+        "graph shorter than its offsets",
+        with_graph(&|p| p.truncate(12)),
+        Error::BadSectionLength {
+            kind: SectionKind::PropagationGraph,
+            len: 12,
+            reason: "must hold the layer count and n_users + 1 offsets",
+        },
+    ));
+    let mut s2 = sections_of(&input);
+    s2.remove(pos(&s2, SectionKind::PropagationGraph));
+    c.push((
+        "input placement without its graph",
+        assemble(&s2),
+        Error::MissingSection { kind: SectionKind::PropagationGraph },
+    ));
+    let mut s2 = secs.clone();
+    let g = sections_of(&input).into_iter().find(|r| r.kind == SectionKind::PropagationGraph as u16).unwrap();
+    s2.push(g);
+    c.push(("graph in an MF file", assemble(&s2), Error::UnexpectedSection { kind: SectionKind::PropagationGraph }));
+    let mut s2 = sections_of(&input);
+    let mi = pos(&s2, SectionKind::Metadata);
+    s2[mi].payload = {
+        let mut m = Metadata::decode(&s2[mi].payload).unwrap();
+        m.model = ModelKind::Ngcf;
+        m.encode().unwrap()
+    };
+    c.push((
+        "NGCF with the input placement",
+        assemble(&s2),
+        Error::InvalidMetadata { reason: "the input placement is stored for LightGCN only" },
     ));
 
     let b = with_section(SectionKind::ItemValues, |s| s.payload[4..8].copy_from_slice(&f32::NAN.to_le_bytes()));

@@ -47,6 +47,14 @@ fn golden_files_hold_what_they_claim() {
     assert_eq!(f.embedding_values(), 2 * (f.users().stored_values() + f.items().stored_values()));
     f.validate_values().unwrap();
 
+    let b = read("lightgcn_input_graph.bet");
+    let f = BetFile::new_checked(b.as_bytes()).unwrap();
+    assert_eq!(f.summary().minor_version, 1);
+    let g = f.graph().unwrap();
+    assert_eq!((g.layers, g.items_of(5).unwrap().len()), (3, 0));
+    assert!(g.edges() > 40 && !g.items.contains(&18), "{} edges", g.edges());
+    assert!(f.embedding_values() <= f.summary().budget.unwrap().limit);
+
     let b = read("mf_special_values.bet");
     let f = BetFile::new_checked(b.as_bytes()).unwrap();
     assert!(matches!(f.validate_values(), Err(bet_format::Error::NonFiniteValue { .. })));

@@ -45,6 +45,7 @@ proptest! {
             value_layout: if blocked { ValueLayout::Blocked8 } else { ValueLayout::RowMajor },
             user_ids: (with_ids && unique_users).then_some(&uref[..]),
             item_ids: with_ids.then_some(&iref[..]),
+            graph: None,
         };
         let bytes = contents.to_bytes().unwrap();
         prop_assert_eq!(&bytes, &contents.to_bytes().unwrap(), "writer is not deterministic");

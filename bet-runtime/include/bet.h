@@ -19,7 +19,8 @@
 // The handle memory is smaller than `bet_model_size()`.
 #define BET_ERR_HANDLE_SIZE -3
 
-// The file is not a valid `.bet` file.
+// The file is not a valid `.bet` file, or is one this API cannot score: a LightGCN `input`
+// file needs its ego rows propagated into allocated memory, and the C API has no allocator.
 #define BET_ERR_FORMAT -4
 
 // A section checksum does not match.

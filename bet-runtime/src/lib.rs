@@ -55,6 +55,8 @@ pub use audited::capi;
 mod kernel;
 mod model;
 mod ncf;
+#[cfg(feature = "alloc")]
+mod propagate;
 mod topk;
 
 #[cfg(feature = "alloc")]
@@ -122,6 +124,20 @@ pub enum Error {
     WrongVectorKind {
         /// The model kind.
         model: &'static str,
+    },
+    /// The file is a LightGCN model with the `input` placement: its stored rows are ego rows to
+    /// propagate over its graph before scoring ([`Model::propagate`], feature `alloc`).
+    #[error("this file stores ego rows and a graph (input placement): propagate it before scoring")]
+    NotPropagated,
+    /// Propagation was asked of a file without a graph (cannot happen through [`Model`], which
+    /// checks the placement first; kept so the check is not an unwrap).
+    #[error("the file has no propagation graph")]
+    NotPropagating,
+    /// The memory for propagated vectors could not be allocated.
+    #[error("could not allocate {bytes} bytes for propagated vectors")]
+    OutOfMemory {
+        /// Bytes asked for (saturated at u64::MAX when the count itself overflows).
+        bytes: u64,
     },
     /// The requested kernel does not run on this CPU.
     #[error("kernel {0:?} is not supported on this CPU")]

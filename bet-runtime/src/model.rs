@@ -1,9 +1,11 @@
 //! [`Model`]: a validated file plus the precomputed run table, generic over its bytes.
 #![forbid(unsafe_code)]
 
-use bet_format::{BetFile, FileLayout, MAX_VECTOR_WIDTH, ModelKind, Row, Summary};
+use bet_format::{BetFile, FileLayout, MAX_VECTOR_WIDTH, MaskPlacement, ModelKind, Row, Summary};
 
 use crate::Error;
+#[cfg(feature = "alloc")]
+use crate::kernel::dot;
 use crate::kernel::{Kernel, RunTable, Sink, dot_row, scan_items};
 use crate::ncf::NcfUser;
 use crate::topk::{Collector, Filter, ItemSet, Scored};
@@ -35,12 +37,16 @@ fn fill_user(buf: &mut [f32; USER_BUF], row: Option<Row<'_>>) -> usize {
 }
 
 /// A validated `.bet` model over bytes of type `B` (`&'static [u8]`, [`bet_format::AlignedBytes`],
-/// an mmap, ...). Every method is free of allocation and panics.
+/// an mmap, ...). Every method is free of allocation and panics, but
+/// [`propagate`](Self::propagate), which a LightGCN file with the `input` placement needs once
+/// before it can be scored (feature `alloc`; spec §7.5).
 pub struct Model<B> {
     bytes: B,
     layout: FileLayout,
     item_runs: RunTable,
     kernel: Kernel,
+    #[cfg(feature = "alloc")]
+    propagated: Option<crate::propagate::FinalVectors>,
 }
 
 impl<B: AsRef<[u8]>> core::fmt::Debug for Model<B> {
@@ -67,7 +73,68 @@ impl<B: AsRef<[u8]>> Model<B> {
         let file = BetFile::new_checked(bytes.as_ref())?;
         let layout = file.layout();
         let item_runs = RunTable::build(file.items().row_ptr());
-        Ok(Model { bytes, layout, item_runs, kernel: Kernel::detect() })
+        Ok(Model {
+            bytes,
+            layout,
+            item_runs,
+            kernel: Kernel::detect(),
+            #[cfg(feature = "alloc")]
+            propagated: None,
+        })
+    }
+
+    /// Whether this file stores ego rows and a graph (LightGCN, `input` placement) that have not
+    /// been propagated yet: scoring it returns [`Error::NotPropagated`] until
+    /// [`propagate`](Self::propagate) runs.
+    pub fn needs_propagation(&self) -> bool {
+        self.summary().placement == MaskPlacement::Input && !self.is_propagated()
+    }
+
+    #[cfg(feature = "alloc")]
+    fn is_propagated(&self) -> bool {
+        self.propagated.is_some()
+    }
+    #[cfg(not(feature = "alloc"))]
+    fn is_propagated(&self) -> bool {
+        false
+    }
+
+    /// Propagates the ego rows of a LightGCN `input` file over its graph into final vectors held
+    /// in memory (`(n_users + n_items) · d_max` floats; twice that more while it runs), once;
+    /// every later call, and every call on another kind of file, does nothing. O(layers · edges
+    /// · d_max). See the module `propagate` docs in the crate source and spec §7.5.
+    #[cfg(feature = "alloc")]
+    pub fn propagate(&mut self) -> Result<(), Error> {
+        if self.needs_propagation() {
+            let vectors = crate::propagate::FinalVectors::compute(&self.file()?)?;
+            self.propagated = Some(vectors);
+        }
+        Ok(())
+    }
+
+    /// Bytes of memory held by propagated vectors (0 unless [`propagate`](Self::propagate) ran on
+    /// an `input` file).
+    pub fn propagated_bytes(&self) -> usize {
+        #[cfg(feature = "alloc")]
+        {
+            self.propagated.as_ref().map_or(0, |p| p.bytes())
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            0
+        }
+    }
+
+    /// Refuses to score an `input` file whose vectors were not propagated: its stored rows are
+    /// ego rows, and scoring them as final vectors would be a silently wrong answer.
+    fn check_scoreable(&self) -> Result<(), Error> {
+        if self.needs_propagation() { Err(Error::NotPropagated) } else { Ok(()) }
+    }
+
+    /// The propagated vectors of an `input` file, after [`propagate`](Self::propagate).
+    #[cfg(feature = "alloc")]
+    fn propagated(&self) -> Option<&crate::propagate::FinalVectors> {
+        self.propagated.as_ref()
     }
 
     /// The validated file view (O(1): re-slices the bytes with the stored layout).
@@ -124,6 +191,11 @@ impl<B: AsRef<[u8]>> Model<B> {
             let (im, ig) = ncf_item_rows(&file, item);
             Ok(canonical(ncf_user.score(&ncf_dense(&file)?, im, ig)))
         } else {
+            self.check_scoreable()?;
+            #[cfg(feature = "alloc")]
+            if let Some(p) = self.propagated() {
+                return Ok(canonical(dot(p.user(user), p.item(item))));
+            }
             let mut buf = [0.0f32; USER_BUF];
             let width = fill_user(&mut buf, file.users().row(user));
             let u = buf.get(..width).unwrap_or(&[]);
@@ -146,6 +218,15 @@ impl<B: AsRef<[u8]>> Model<B> {
                 *slot = canonical(ncf_user.score(&dense, im, ig));
             }
         } else {
+            self.check_scoreable()?;
+            #[cfg(feature = "alloc")]
+            if let Some(p) = self.propagated() {
+                let u = p.user(user);
+                for (i, slot) in out.iter_mut().enumerate() {
+                    *slot = canonical(dot(u, p.item(i as u32)));
+                }
+                return Ok(());
+            }
             let mut buf = [0.0f32; USER_BUF];
             let width = fill_user(&mut buf, file.users().row(user));
             let items = file.items();
@@ -173,6 +254,11 @@ impl<B: AsRef<[u8]>> Model<B> {
     // both (devices have a few KiB of stack; see the firmware's measured worst case).
     #[inline(never)]
     fn top_k_dot(&self, user: u32, k: usize, filter: &Filter<'_>, out: &mut [Scored]) -> Result<usize, Error> {
+        self.check_scoreable()?;
+        #[cfg(feature = "alloc")]
+        if let Some(p) = self.propagated() {
+            return self.rank_propagated(p, p.user(user), k, filter, out);
+        }
         let file = self.file()?;
         let mut buf = [0.0f32; USER_BUF];
         let width = fill_user(&mut buf, file.users().row(user));
@@ -201,6 +287,12 @@ impl<B: AsRef<[u8]>> Model<B> {
             (UserVector::Dot(v), m) if m != ModelKind::Ncf => {
                 if v.len() > s.vector_width as usize {
                     return Err(Error::VectorTooWide { width: v.len(), max: s.vector_width });
+                }
+                // The caller's vector stands for a final user vector; items are propagated.
+                self.check_scoreable()?;
+                #[cfg(feature = "alloc")]
+                if let Some(p) = self.propagated() {
+                    return self.rank_propagated(p, v, k, filter, out);
                 }
                 self.rank_dot_vector(&file, v, k, filter, out)
             }
@@ -286,6 +378,36 @@ impl<B: AsRef<[u8]>> Model<B> {
         let kk = k.min(self.summary().n_items as usize);
         let got = out.len();
         out.get_mut(..kk).ok_or(Error::OutputTooSmall { needed: kk, got })
+    }
+
+    /// Ranks by `dot(user, final item vector)` over the propagated vectors.
+    #[cfg(feature = "alloc")]
+    fn rank_propagated(
+        &self,
+        p: &crate::propagate::FinalVectors,
+        user: &[f32],
+        k: usize,
+        filter: &Filter<'_>,
+        out: &mut [Scored],
+    ) -> Result<usize, Error> {
+        let n_items = self.summary().n_items;
+        filter.check(n_items)?;
+        let mut collector = Collector::new(self.collector_slot(k, out)?);
+        let mut offer = |index: u32| {
+            let score = canonical(dot(user, p.item(index)));
+            if collector.may_enter(score) {
+                collector.offer(Scored { index, score });
+            }
+        };
+        match filter.allow {
+            // A short allow-list is walked directly, as for stored rows.
+            Some(ItemSet::Sorted(list)) => {
+                let exclude = Filter { exclude: filter.exclude, allow: None };
+                list.iter().filter(|&&i| exclude.admits(i)).for_each(|&i| offer(i));
+            }
+            _ => (0..n_items).filter(|&i| filter.admits(i)).for_each(offer),
+        }
+        Ok(collector.finish())
     }
 
     /// `padded` holds the user vector in its first `width` floats, then zeros.

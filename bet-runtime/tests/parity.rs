@@ -183,6 +183,7 @@ fn golden_files_match_the_independent_python_reader() {
             for kernel in kernels() {
                 let mut m = Model::read(path).unwrap();
                 m.set_kernel(kernel).unwrap();
+                m.propagate().unwrap(); // the `input` fixture's ego rows (spec §7.5); else nothing
                 let mut out = [Scored::EMPTY; 10];
                 let n = m.top_k(user, 10, &Filter::NONE, &mut out).unwrap();
                 let got: Vec<(u32, u32)> = out[..n].iter().map(|s| (s.index, bits(s.score))).collect();
@@ -232,11 +233,15 @@ fn mapped_read_and_borrowed_models_agree() {
     let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bet-format/tests/golden");
     for entry in std::fs::read_dir(golden).unwrap() {
         let path = entry.unwrap().path();
-        let read = Model::read(&path).unwrap();
+        let mut read = Model::read(&path).unwrap();
         // SAFETY: the golden files are read-only fixtures nobody modifies during the test.
-        let mapped = unsafe { Model::map(&path) }.unwrap();
+        let mut mapped = unsafe { Model::map(&path) }.unwrap();
         let bytes = AlignedBytes::new(&std::fs::read(&path).unwrap());
-        let borrowed = Model::new(bytes.as_bytes()).unwrap();
+        let mut borrowed = Model::new(bytes.as_bytes()).unwrap();
+        // The `input` fixture's ego rows are propagated once per model (no-op for the others).
+        read.propagate().unwrap();
+        mapped.propagate().unwrap();
+        borrowed.propagate().unwrap();
         mapped.verify_checksums().unwrap();
         let n = read.summary().n_items as usize;
         for user in 0..read.summary().n_users {

@@ -75,6 +75,20 @@ pub struct ExportTables {
     pub item_values: Vec<f32>,
     /// NCF: user GMF rows, item GMF rows, dense weights (W1, b1, w_out, b_out).
     pub ncf: Option<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+    /// LightGCN with the `input` placement: the rows above are the ego rows, and this is the
+    /// graph a runtime propagates them over (`docs/format.md` §4.2, §7.5).
+    pub graph: Option<ExportGraph>,
+}
+
+/// The training graph of an `input`-placement LightGCN export: user-side CSR in index order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportGraph {
+    /// Propagation layers.
+    pub layers: u32,
+    /// `n_users + 1` offsets into `items`.
+    pub user_offsets: Vec<u32>,
+    /// Each user's training items, increasing.
+    pub items: Vec<u32>,
 }
 
 /// Cuts rows of a `rows × width` table to their widths, concatenated.
@@ -89,8 +103,9 @@ fn cut_rows(table: &[f32], width: usize, widths: &[u32]) -> Vec<f32> {
 fn refuse_input(placement: Placement) -> crate::Result<bet_format::MaskPlacement> {
     match placement {
         Placement::Input => Err(crate::Error::Settings(
-            "the input placement is not exportable: its propagated vectors are dense, so storing them would \
-             break the budget; train with --placement output or both"
+            "NGCF's input placement is not exportable: its propagated vectors are dense, so storing them \
+             would break the budget, and its propagation has weights the format does not carry; train \
+             with --placement output or both"
                 .into(),
         )),
         Placement::Output => Ok(bet_format::MaskPlacement::Output),
@@ -120,6 +135,7 @@ fn dot_tables(
         user_widths: uw,
         item_widths: iw,
         ncf: None,
+        graph: None,
     }
 }
 
@@ -207,12 +223,25 @@ impl Backbone for LightGcnBackbone {
         Box::new(self.dense_scorer())
     }
     width_accessors!();
-    fn check_exportable(&self) -> crate::Result<()> {
-        // MF (no layers) has no placement: its ego rows are what the device scores with.
-        if self.model.layers == 0 { Ok(()) } else { refuse_input(self.model.placement).map(drop) }
-    }
     fn export_tables(&self) -> crate::Result<ExportTables> {
         let m = &self.model;
+        if m.layers > 0 && m.placement == Placement::Input {
+            // The paper's placement: the stored rows are the ego rows (the budget counts them),
+            // and the file carries the graph the runtime propagates them over.
+            let mut tables = dot_tables(
+                bet_format::ModelKind::LightGcn,
+                bet_format::MaskPlacement::Input,
+                m.d,
+                m.d,
+                m.n_users,
+                &m.ego,
+                &m.widths,
+            );
+            let (user_offsets, items) = self.adj.user_items(m.n_users);
+            let layers = u32::try_from(m.layers).map_err(|_| crate::Error::Settings("too many layers".into()))?;
+            tables.graph = Some(ExportGraph { layers, user_offsets, items });
+            return Ok(tables);
+        }
         let (kind, placement) = if m.layers == 0 {
             (bet_format::ModelKind::Mf, bet_format::MaskPlacement::NotApplicable)
         } else {
@@ -301,6 +330,7 @@ impl Backbone for NcfBackbone {
             ncf: Some((cut_rows(&t[2], d, &uw), cut_rows(&t[3], d, &iw), dense)),
             user_widths: uw,
             item_widths: iw,
+            graph: None,
         })
     }
 }

@@ -24,7 +24,8 @@
 //! ```
 
 use bet_format::{
-    Decimal, ModelContents, NcfInput, Provenance, Quality, StorageOrder, TableInput, ValueDtype, ValueLayout,
+    Decimal, GraphInput, ModelContents, NcfInput, Provenance, Quality, StorageOrder, TableInput, ValueDtype,
+    ValueLayout,
 };
 use bet_runtime::{Filter, ItemSet, Model, Scored};
 use rayon::prelude::*;
@@ -33,6 +34,8 @@ use crate::Result;
 use crate::backbone::{Backbone, ExportTables};
 use crate::data::Dataset;
 use crate::eval::{DenseScorer, Metrics, Scorer, Target, evaluate, top_ranked, user_metrics_of};
+use crate::graph::Adjacency;
+use crate::lightgcn::{LightGcn, Placement};
 use crate::ncf::{Ncf, NcfProjections};
 use crate::split::Split;
 
@@ -86,8 +89,9 @@ pub struct Shipped {
 /// `bet-runtime`, compares the file with the trainer's evaluation of the shipped values
 /// ([`shipped_scorer`], [`parity`]), then writes the file again with the measured metrics in its
 /// metadata, atomically, to `out`. What is shipped is what was measured: the metrics returned are
-/// the file's, never the in-memory model's. A model that cannot be exported (the paper's `input`
-/// placement) is refused before anything is written.
+/// the file's, never the in-memory model's. LightGCN's `input` placement (the paper's) ships its
+/// ego rows and training graph, and is measured after the runtime propagates them; a model that
+/// cannot be exported (NGCF's `input` placement) is refused before anything is written.
 pub fn ship(
     model: &dyn Backbone,
     data: &Dataset,
@@ -98,7 +102,9 @@ pub fn ship(
     // Refuses the paper's input placement before anything is written.
     let tables = model.export_tables()?;
     let draft = write_tables(&tables, data, split, settings, None, None)?;
-    let runtime = Model::new(bet_format::AlignedBytes::new(&draft))?;
+    let mut runtime = Model::new(bet_format::AlignedBytes::new(&draft))?;
+    runtime.propagate()?; // an `input` file's vectors, as a device computes them; else nothing
+
     let validation = evaluate_runtime(&runtime, split, Target::Validation, None)?;
     let test = evaluate_runtime(&runtime, split, Target::Test, None)?;
     let check_users: Vec<u32> = (0..split.n_users.min(SHIP_PARITY_USERS) as u32).collect();
@@ -162,6 +168,11 @@ fn write_tables(
         value_layout: ValueLayout::Blocked8,
         user_ids: if with_ids { Some(&user_ids) } else { None },
         item_ids: if with_ids { Some(&item_ids) } else { None },
+        graph: tables.graph.as_ref().map(|g| GraphInput {
+            layers: g.layers,
+            user_offsets: &g.user_offsets,
+            items: &g.items,
+        }),
     };
     Ok(contents.to_bytes()?)
 }
@@ -193,6 +204,27 @@ pub fn shipped_scorer(tables: &ExportTables, dtype: ValueDtype) -> Box<dyn Score
     let (nu, ni) = (tables.user_widths.len(), tables.item_widths.len());
     let users = pad(&tables.user_widths, &tables.user_values);
     let items = pad(&tables.item_widths, &tables.item_values);
+    if let Some(graph) = &tables.graph {
+        // The stored ego rows propagated over the stored graph, by the trainer's own forward pass.
+        let adj = Adjacency::lightgcn_from_user_items(nu, ni, &graph.user_offsets, &graph.items);
+        let model = LightGcn {
+            n_users: nu,
+            n_items: ni,
+            d: width,
+            layers: graph.layers as usize,
+            placement: Placement::Input,
+            widths: tables.user_widths.iter().chain(&tables.item_widths).copied().collect(),
+            ego: [users, items].concat(),
+        };
+        let finals = model.forward(&adj).output;
+        let (u, i) = finals.split_at(nu * width);
+        return Box::new(DenseScorer::new(
+            ndarray::Array2::from_shape_vec((nu, width), u.to_vec())
+                .unwrap_or_else(|_| ndarray::Array2::zeros((nu, width))),
+            ndarray::Array2::from_shape_vec((ni, width), i.to_vec())
+                .unwrap_or_else(|_| ndarray::Array2::zeros((ni, width))),
+        ));
+    }
     match &tables.ncf {
         None => Box::new(DenseScorer::new(
             ndarray::Array2::from_shape_vec((nu, width), users).unwrap_or_else(|_| ndarray::Array2::zeros((nu, width))),

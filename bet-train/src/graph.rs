@@ -25,16 +25,12 @@ pub struct Adjacency {
 impl Adjacency {
     /// LightGCN's `D^-1/2 A D^-1/2` over the training split.
     pub fn lightgcn(split: &Split) -> Adjacency {
-        let (u_n, i_n) = (split.n_users, split.n_items);
-        let mut neighbours: Vec<Vec<u32>> = vec![Vec::new(); u_n + i_n];
-        for u in 0..u_n {
-            for &i in split.train.of(u) {
-                neighbours[u].push((u_n + i as usize) as u32);
-                neighbours[u_n + i as usize].push(u as u32);
-            }
+        let (mut offsets, mut items) = (vec![0u32], Vec::new());
+        for u in 0..split.n_users {
+            items.extend_from_slice(split.train.of(u));
+            offsets.push(items.len() as u32);
         }
-        let degree: Vec<f64> = neighbours.iter().map(|l| l.len() as f64).collect();
-        Adjacency::from_neighbours(u_n, neighbours, |r, c| 1.0 / (degree[r] * degree[c]).sqrt())
+        Adjacency::lightgcn_from_user_items(split.n_users, split.n_items, &offsets, &items)
     }
 
     /// The matrix whose row `r` has the entries `(r, c)` for `c` in `neighbours[r]` (sorted here),
@@ -57,6 +53,29 @@ impl Adjacency {
             row_ptr.push(col.len());
         }
         Adjacency { n, boundary, row_ptr, col, val }
+    }
+
+    /// The user side of a bipartite graph built by [`Adjacency::lightgcn`]: for users
+    /// `0..n_users`, offsets into a list of their item indices (node minus `n_users`), increasing.
+    pub fn user_items(&self, n_users: usize) -> (Vec<u32>, Vec<u32>) {
+        let end = self.row_ptr.get(n_users).copied().unwrap_or(0);
+        let offsets = self.row_ptr.iter().take(n_users + 1).map(|&p| p as u32).collect();
+        let items = self.col[..end].iter().map(|&c| c - n_users as u32).collect();
+        (offsets, items)
+    }
+
+    /// LightGCN's `D^-1/2 A D^-1/2` from a user-side CSR (`n_users + 1` offsets, each user's
+    /// items): the graph an exported `input` file stores, rebuilt.
+    pub fn lightgcn_from_user_items(n_users: usize, n_items: usize, offsets: &[u32], items: &[u32]) -> Adjacency {
+        let mut neighbours: Vec<Vec<u32>> = vec![Vec::new(); n_users + n_items];
+        for u in 0..n_users {
+            for &i in &items[offsets[u] as usize..offsets[u + 1] as usize] {
+                neighbours[u].push((n_users + i as usize) as u32);
+                neighbours[n_users + i as usize].push(u as u32);
+            }
+        }
+        let degree: Vec<f64> = neighbours.iter().map(|l| l.len() as f64).collect();
+        Adjacency::from_neighbours(n_users, neighbours, |r, c| 1.0 / (degree[r] * degree[c]).sqrt())
     }
 
     /// Nodes.

@@ -248,7 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rank { file, users, k, mut exclude, vector } => {
             exclude.sort_unstable();
             exclude.dedup();
-            let model = Model::read(&file).with_context(|| format!("opening {}", file.display()))?;
+            let model = open_model(&file)?;
             let n = k.min(model.summary().n_items as usize);
             let mut out = vec![Scored::EMPTY; n];
             let filter = Filter { exclude: Some(bet_runtime::ItemSet::Sorted(&exclude)), allow: None };
@@ -267,8 +267,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare { a, b, k, json } => {
-            let open = |f: &PathBuf| Model::read(f).with_context(|| format!("opening {}", f.display()));
-            let (ma, mb) = (open(&a)?, open(&b)?);
+            let (ma, mb) = (open_model(&a)?, open_model(&b)?);
             let (sa, sb) = (ma.summary(), mb.summary());
             if (sa.n_users, sa.n_items) != (sb.n_users, sb.n_items) {
                 anyhow::bail!(
@@ -466,9 +465,10 @@ struct SearchArgs {
     /// Which method picks the widths.
     #[arg(long, value_enum, default_value = "bet")]
     method: MethodArg,
-    /// Where the width mask applies (LightGCN, default both; NGCF, default output: the best
-    /// exportable ones on validation); `input` is the paper's and cannot be exported. MF and NCF
-    /// have none.
+    /// Where the width mask applies (LightGCN, default both; NGCF, default output). `input` is
+    /// the paper's: LightGCN ships its ego rows and training graph, which the runtime propagates
+    /// when it loads the file (memory for dense vectors; not for devices without a heap); NGCF's
+    /// cannot be exported. MF and NCF have none.
     #[arg(long, value_enum)]
     placement: Option<PlacementArg>,
     /// Full width d_max.
@@ -612,8 +612,9 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
             refit.seconds
         );
     }
-    // The paper's input placement leaves the propagated vectors dense: such a model has no
-    // budgeted file, so it is measured by the trainer, labelled so, and nothing is exported.
+    // NGCF's input placement leaves the propagated vectors dense and its propagation has weights
+    // the format does not carry: such a model has no budgeted file, so it is measured by the
+    // trainer, labelled so, and nothing is exported. (LightGCN's ships ego rows and its graph.)
     let (validation, test, evaluated_by, file, parity_json) = if let Err(refusal) = model.check_exportable() {
         let scorer = model.scorer();
         let validation = bet_train::eval::evaluate(&*scorer, split, Target::Validation, None);
@@ -1106,7 +1107,7 @@ fn demo(out: &Path, sparsity: &str) -> anyhow::Result<ExitCode> {
     bet_train::out!("{} (exit {})", v2.line, v2.exit_code);
     anyhow::ensure!(v.exit_code == 0 && v2.exit_code == 1, "the size gate did not behave");
 
-    let model = Model::read(&path)?;
+    let model = open_model(&path)?;
     bet_train::out!("\n== top-10 with bet-runtime ({:?} kernel)", model.kernel());
     let mut top = [Scored::EMPTY; 10];
     for user in [0u32, 1, 2] {
@@ -1115,4 +1116,12 @@ fn demo(out: &Path, sparsity: &str) -> anyhow::Result<ExitCode> {
         bet_train::out!("user {user}: {}", items.join(" "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads and validates a `.bet` file for scoring; a LightGCN `input` file's ego rows are
+/// propagated over its graph first (the one allocation `bet-runtime` makes, spec §7.5).
+fn open_model(path: &std::path::Path) -> anyhow::Result<Model<bet_format::AlignedBytes>> {
+    let mut model = Model::read(path).with_context(|| format!("opening {}", path.display()))?;
+    model.propagate().with_context(|| format!("propagating {}", path.display()))?;
+    Ok(model)
 }

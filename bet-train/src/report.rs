@@ -134,8 +134,21 @@ pub struct Inspection {
     pub values: String,
     /// Whether external-id maps are present (users, items).
     pub external_ids: [bool; 2],
+    /// The propagation graph of a LightGCN `input` file (`null` otherwise).
+    pub graph: Option<GraphReport>,
     /// Provenance.
     pub provenance: ProvenanceReport,
+}
+
+/// The graph an `input` file's ego rows are propagated over when it is loaded.
+#[derive(Clone, Debug, Serialize)]
+pub struct GraphReport {
+    /// Propagation layers.
+    pub layers: u32,
+    /// Training edges (user–item pairs).
+    pub edges: u64,
+    /// Memory the runtime allocates for the final vectors: `(n_users + n_items) · d_max · 4`.
+    pub propagated_bytes: u64,
 }
 
 fn histogram(t: &bet_format::RaggedTable<'_>, vector_width: u32) -> WidthHistogram {
@@ -208,6 +221,11 @@ pub fn inspect(path: &Path) -> Result<Inspection, FileProblem> {
         checksums: file.verify_checksums().map_or_else(|e| e.to_string(), |()| "ok".into()),
         values: file.validate_values().map_or_else(|e| e.to_string(), |()| "finite".into()),
         external_ids: [file.user_ids().is_some(), file.item_ids().is_some()],
+        graph: file.graph().map(|g| GraphReport {
+            layers: g.layers,
+            edges: g.edges() as u64,
+            propagated_bytes: (u64::from(s.n_users) + u64::from(s.n_items)) * u64::from(s.vector_width) * 4,
+        }),
         provenance: ProvenanceReport {
             dataset: p.dataset.into(),
             dataset_sha256: p.dataset_sha256.iter().map(|b| format!("{b:02x}")).collect(),
@@ -314,6 +332,15 @@ impl Inspection {
                 s.bytes,
                 s.crc32c,
                 if s.required { "" } else { "  (optional)" }
+            );
+        }
+        if let Some(g) = &self.graph {
+            let _ = writeln!(
+                o,
+                "graph      {} layers over {} training edges: the runtime propagates the ego rows at load ({:.1} MB)",
+                g.layers,
+                g.edges,
+                g.propagated_bytes as f64 / 1e6
             );
         }
         let _ = writeln!(o, "checksums  {}", self.checksums);

@@ -121,6 +121,7 @@ impl SyntheticModel {
             value_layout: ValueLayout::Blocked8,
             user_ids: None,
             item_ids: None,
+            graph: None,
         };
         Ok(contents.to_bytes()?)
     }

@@ -32,6 +32,13 @@ fn main() {
         writeln!(src, "static FILE_{f}: Aligned<{len}> = Aligned(*include_bytes!({:?}));", abs.display().to_string())
             .unwrap();
         let exclude: Vec<u32> = [1u32, 5].into_iter().filter(|&i| i < s.n_items).collect();
+        let name = Path::new(path).file_name().unwrap().to_string_lossy().to_string();
+        if model.needs_propagation() {
+            // An `input` file needs a heap to propagate: the firmware must refuse its queries.
+            writeln!(table, "    Golden {{ name: {name:?}, bytes: &FILE_{f}.0, exclude: &{exclude:?}, cases: &[], refused: true }},")
+                .unwrap();
+            continue;
+        }
         let filter = Filter { exclude: Some(ItemSet::Sorted(&exclude)), allow: None };
         let mut cases = vec![];
         for user in 0..s.n_users.min(6) {
@@ -56,8 +63,7 @@ fn main() {
             let s = &mut cases[0].1[0];
             s.score = f32::from_bits(s.score.to_bits() ^ 1);
         }
-        let name = Path::new(path).file_name().unwrap().to_string_lossy().to_string();
-        writeln!(table, "    Golden {{ name: {name:?}, bytes: &FILE_{f}.0, exclude: &{exclude:?}, cases: &[").unwrap();
+        writeln!(table, "    Golden {{ name: {name:?}, bytes: &FILE_{f}.0, exclude: &{exclude:?}, refused: false, cases: &[").unwrap();
         for (q, top) in &cases {
             let pairs: Vec<String> =
                 top.iter().map(|s| format!("({}, {:#010x})", s.index, s.score.to_bits())).collect();

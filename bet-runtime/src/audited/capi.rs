@@ -21,7 +21,8 @@ pub const BET_ERR_NULL: i32 = -1;
 pub const BET_ERR_ALIGNMENT: i32 = -2;
 /// The handle memory is smaller than `bet_model_size()`.
 pub const BET_ERR_HANDLE_SIZE: i32 = -3;
-/// The file is not a valid `.bet` file.
+/// The file is not a valid `.bet` file, or is one this API cannot score: a LightGCN `input`
+/// file needs its ego rows propagated into allocated memory, and the C API has no allocator.
 pub const BET_ERR_FORMAT: i32 = -4;
 /// A section checksum does not match.
 pub const BET_ERR_CHECKSUM: i32 = -5;
@@ -51,7 +52,8 @@ fn code(e: Error) -> i32 {
         Error::Format(bet_format::Error::NonFiniteValue { .. } | bet_format::Error::NonFiniteDense { .. }) => {
             BET_ERR_VALUES
         }
-        Error::Format(_) => BET_ERR_FORMAT,
+        // The C API holds no allocator, so an `input` file is one it cannot score.
+        Error::Format(_) | Error::NotPropagated => BET_ERR_FORMAT,
         Error::UserOutOfRange { .. } | Error::ItemOutOfRange { .. } => BET_ERR_RANGE,
         Error::OutputTooSmall { .. } => BET_ERR_BUFFER,
         _ => BET_ERR_ARGUMENT,

@@ -87,6 +87,7 @@ impl Owned {
             value_layout: self.layout,
             user_ids: None,
             item_ids: None,
+            graph: None,
         }
         .to_bytes()
         .unwrap()

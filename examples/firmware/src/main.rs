@@ -29,6 +29,9 @@ pub struct Golden {
     bytes: &'static [u8],
     exclude: &'static [u32],
     cases: &'static [(Query, &'static [(u32, u32)])],
+    /// A LightGCN `input` file (ego rows and a graph): without a heap it cannot be propagated,
+    /// so every query must be refused with `NotPropagated`, never answered from the ego rows.
+    refused: bool,
 }
 
 /// `include_bytes!` only promises alignment 1; the format's payloads need 4 (and are 64-aligned
@@ -114,6 +117,21 @@ fn run() -> bool {
         let s = model.summary();
         let mut file_stack = 0;
         let filter = Filter { exclude: Some(ItemSet::Sorted(golden.exclude)), allow: None };
+        if golden.refused {
+            let mut out = [Scored::EMPTY; 10];
+            for query in [Query::User(0), Query::Vector(4)] {
+                queries += 1;
+                match ranked(&model, &query, &filter, &mut out) {
+                    Err(bet_runtime::Error::NotPropagated) => {}
+                    other => {
+                        mismatches += 1;
+                        hprintln!("MISMATCH {} {:?}: want NotPropagated, got {:?}", golden.name, query, other);
+                    }
+                }
+            }
+            hprintln!("{}: input placement, refused without a heap as it must be", golden.name);
+            continue;
+        }
         for (query, want) in golden.cases {
             let mut out = [Scored::EMPTY; 10];
             let sp = paint_stack();

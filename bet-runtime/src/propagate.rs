@@ -1,0 +1,218 @@
+//! LightGCN propagation of an `input`-placement file (feature `alloc`; spec §7.5).
+//!
+//! Such a file stores each user's and item's **ego** row (its first `w` values; the budget counts
+//! these) and the training graph. The vectors that are scored are the mean of layers `0..=L` of
+//! `X_{k+1} = Â X_k`, with `Â_ui = 1 / sqrt(deg(u) · deg(i))`: dense, `d_max` wide, so they are
+//! computed once, when the model is loaded, into memory the runtime allocates
+//! ([`crate::Model::propagate`]). That memory is `(n_users + n_items) · d_max` floats for the
+//! result plus twice that while propagating: a phone or a server holds it, a microcontroller does
+//! not (it reads `output`/`both` files, whose stored rows are already final).
+//!
+//! Every sum runs in the order the spec fixes (neighbours by increasing index, one multiplication
+//! and one addition per term, no fused multiply-add), and the edge weights are computed in `f64`
+//! with correctly rounded `sqrt` and division before rounding to `f32`, as the trainer does, so
+//! the vectors are bit-identical to the trainer's.
+//!
+//! ```
+//! # fn main() -> Result<(), bet_runtime::Error> {
+//! # let bytes = bet_format::AlignedBytes::new(&bet_format::testing::input_file_bytes());
+//! let mut model = bet_runtime::Model::new(bytes)?;
+//! assert!(model.needs_propagation());          // scoring now would be refused
+//! model.propagate()?;                          // allocates the final vectors once
+//! let s = model.score(0, 1)?;
+//! assert!(s.is_finite());
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+use alloc::vec::Vec;
+
+use bet_format::{BetFile, PropagationGraph};
+
+use crate::Error;
+
+/// The propagated (final) vectors of every user and item, `width` floats each, index order.
+#[derive(Clone, Debug)]
+pub(crate) struct FinalVectors {
+    width: usize,
+    n_users: usize,
+    /// Users' rows, then items' rows.
+    rows: Vec<f32>,
+}
+
+/// A zeroed vector of `len` floats, or [`Error::OutOfMemory`] instead of an abort.
+fn zeros(len: usize) -> Result<Vec<f32>, Error> {
+    let bytes = len.saturating_mul(4) as u64;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory { bytes })?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
+
+fn u32s(len: usize) -> Result<Vec<u32>, Error> {
+    let bytes = len.saturating_mul(4) as u64;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory { bytes })?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
+/// `Â_ui` for degrees `du`, `di` (both ≥ 1 on an edge): `f32(1 / sqrt(du · di))` in `f64`.
+fn edge_weight(du: u32, di: u32) -> f32 {
+    (1.0 / libm::sqrt(f64::from(du) * f64::from(di))) as f32
+}
+
+/// The item side of the graph: each item's users (increasing) and, for each, the position of
+/// the edge in the user-side list (to share its weight).
+struct ItemSide {
+    offsets: Vec<u32>,
+    users: Vec<u32>,
+    edge: Vec<u32>,
+}
+
+fn item_side(g: &PropagationGraph<'_>, n_items: usize) -> Result<ItemSide, Error> {
+    let edges = g.items.len();
+    let mut offsets = u32s(n_items.checked_add(1).ok_or(Error::OutOfMemory { bytes: u64::MAX })?)?;
+    for &i in g.items {
+        if let Some(slot) = offsets.get_mut(i as usize + 1) {
+            *slot += 1;
+        }
+    }
+    for k in 1..offsets.len() {
+        let previous = offsets.get(k - 1).copied().unwrap_or(0);
+        if let Some(slot) = offsets.get_mut(k) {
+            *slot += previous;
+        }
+    }
+    let mut fill = offsets.clone();
+    let (mut users, mut edge) = (u32s(edges)?, u32s(edges)?);
+    // Users in increasing order, so each item's list comes out increasing (a counting sort).
+    for u in 0..g.user_offsets.len().saturating_sub(1) {
+        let (Some(&start), Some(&end)) = (g.user_offsets.get(u), g.user_offsets.get(u + 1)) else { continue };
+        for e in start..end {
+            let Some(&i) = g.items.get(e as usize) else { continue };
+            let Some(at) = fill.get_mut(i as usize) else { continue };
+            if let (Some(us), Some(ed)) = (users.get_mut(*at as usize), edge.get_mut(*at as usize)) {
+                *us = u as u32;
+                *ed = e;
+            }
+            *at += 1;
+        }
+    }
+    Ok(ItemSide { offsets, users, edge })
+}
+
+/// `out = Σ_k w_k · x[src_k]` over `(src_k, w_k)` in the given order, `width` floats per row.
+#[inline]
+fn gather_row(out: &mut [f32], x: &[f32], width: usize, terms: impl Iterator<Item = (usize, f32)>) {
+    out.iter_mut().for_each(|v| *v = 0.0);
+    for (src, w) in terms {
+        let Some(row) = src.checked_mul(width).and_then(|s| x.get(s..s.checked_add(width)?)) else { continue };
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o += w * v;
+        }
+    }
+}
+
+impl FinalVectors {
+    /// Propagates `file`'s ego rows over its graph (spec §7.5).
+    pub(crate) fn compute(file: &BetFile<'_>) -> Result<FinalVectors, Error> {
+        let s = file.summary();
+        let g = file.graph().ok_or(Error::NotPropagating)?;
+        let (n_users, n_items) = (s.n_users as usize, s.n_items as usize);
+        let width = s.vector_width as usize;
+        let nodes = n_users.checked_add(n_items).ok_or(Error::OutOfMemory { bytes: u64::MAX })?;
+        let len = nodes.checked_mul(width).ok_or(Error::OutOfMemory { bytes: u64::MAX })?;
+        let user_rows = n_users * width; // ≤ len: cannot overflow
+
+        // Layer 0: the stored rows, zero past each width.
+        let mut x = zeros(len)?;
+        {
+            let (users, items) = x.split_at_mut(user_rows);
+            for (u, row) in users.chunks_exact_mut(width.max(1)).enumerate() {
+                if let Some(r) = file.users().row(u as u32) {
+                    r.widen_into(row);
+                }
+            }
+            for (i, row) in items.chunks_exact_mut(width.max(1)).enumerate() {
+                if let Some(r) = file.items().row(i as u32) {
+                    r.widen_into(row);
+                }
+            }
+        }
+        let mut sum = x.clone();
+        let mut next = zeros(len)?;
+
+        let user_degree = |u: usize| -> u32 {
+            let (a, b) = (g.user_offsets.get(u).copied().unwrap_or(0), g.user_offsets.get(u + 1).copied().unwrap_or(0));
+            b.saturating_sub(a)
+        };
+        let side = item_side(&g, n_items)?;
+        let item_degree = |i: usize| -> u32 {
+            let (a, b) = (side.offsets.get(i).copied().unwrap_or(0), side.offsets.get(i + 1).copied().unwrap_or(0));
+            b.saturating_sub(a)
+        };
+        // One weight per edge, in the user-side order.
+        let mut weights = zeros(g.items.len())?;
+        for u in 0..n_users {
+            let (a, b) = (g.user_offsets.get(u).copied().unwrap_or(0), g.user_offsets.get(u + 1).copied().unwrap_or(0));
+            for e in a..b {
+                let i = g.items.get(e as usize).copied().unwrap_or(0) as usize;
+                if let Some(w) = weights.get_mut(e as usize) {
+                    *w = edge_weight(user_degree(u), item_degree(i));
+                }
+            }
+        }
+
+        if width > 0 {
+            for _ in 0..g.layers {
+                let (next_users, next_items) = next.split_at_mut(user_rows);
+                for (u, out) in next_users.chunks_exact_mut(width).enumerate() {
+                    let (a, b) =
+                        (g.user_offsets.get(u).copied().unwrap_or(0), g.user_offsets.get(u + 1).copied().unwrap_or(0));
+                    let terms = (a..b).map(|e| {
+                        let i = g.items.get(e as usize).copied().unwrap_or(0) as usize;
+                        (n_users + i, weights.get(e as usize).copied().unwrap_or(0.0))
+                    });
+                    gather_row(out, &x, width, terms);
+                }
+                for (i, out) in next_items.chunks_exact_mut(width).enumerate() {
+                    let (a, b) =
+                        (side.offsets.get(i).copied().unwrap_or(0), side.offsets.get(i + 1).copied().unwrap_or(0));
+                    let terms = (a..b).map(|k| {
+                        let u = side.users.get(k as usize).copied().unwrap_or(0) as usize;
+                        let e = side.edge.get(k as usize).copied().unwrap_or(0) as usize;
+                        (u, weights.get(e).copied().unwrap_or(0.0))
+                    });
+                    gather_row(out, &x, width, terms);
+                }
+                for (s, &v) in sum.iter_mut().zip(&next) {
+                    *s += v;
+                }
+                core::mem::swap(&mut x, &mut next);
+            }
+        }
+        // The mean of L + 1 layers: a multiplication by the f32 reciprocal, as the trainer does.
+        let scale = 1.0f32 / (g.layers as f32 + 1.0);
+        sum.iter_mut().for_each(|v| *v *= scale);
+        drop((x, next));
+        Ok(FinalVectors { width, n_users, rows: sum })
+    }
+
+    /// User `u`'s final vector.
+    pub(crate) fn user(&self, u: u32) -> &[f32] {
+        let start = (u as usize).saturating_mul(self.width);
+        self.rows.get(start..start.saturating_add(self.width)).unwrap_or(&[])
+    }
+
+    /// Item `i`'s final vector.
+    pub(crate) fn item(&self, i: u32) -> &[f32] {
+        let start = (self.n_users + i as usize).saturating_mul(self.width);
+        self.rows.get(start..start.saturating_add(self.width)).unwrap_or(&[])
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.rows.len() * 4
+    }
+}
