@@ -181,7 +181,7 @@ fn train_runs_reports_and_refuses_bad_settings() {
     assert_eq!(v["limit"].as_u64().unwrap(), 100 * 16 / 2);
     assert_eq!(v["evaluated_by"], "trainer");
     // LightGCN's default placement, the best exportable one on validation (docs/training.md).
-    assert_eq!(v["placement"], "both");
+    assert_eq!(v["placement"], "input");
     // `--out` ships the trained model: the file is measured by bet-runtime, and for f32 its
     // metrics equal the trainer's own evaluation of the model.
     let shipped = dir.path().join("shipped.bet");

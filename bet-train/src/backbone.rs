@@ -433,13 +433,14 @@ impl BackboneKind {
     }
 
     /// The placement this kind takes when none is asked for: the best exportable one on
-    /// validation where it was measured (docs/training.md, "Placements"). LightGCN: `both`
-    /// (Gowalla at 90% with equal widths trained to 12,000 steps, and ten seeds of the shipped
-    /// sample). NGCF: `output` (five seeds of the sample, ahead in all five: `both` would cut
+    /// validation where it was measured (docs/training.md, "Placements"). LightGCN: `input`,
+    /// the paper's (exportable since format 1.1; ahead of `both` with BET's widths in five of
+    /// five seeds of the sample and with equal widths in seven of ten; devices without a heap
+    /// take `both`, whose stored rows are final). NGCF: `output` (five seeds of the sample, ahead in all five: `both` would cut
     /// the ego rows its layer transforms read). `None` for MF and NCF, which have no placement.
     pub fn default_placement(self) -> Option<Placement> {
         match self {
-            BackboneKind::LightGcn => Some(Placement::Both),
+            BackboneKind::LightGcn => Some(Placement::Input),
             BackboneKind::Ngcf => Some(Placement::Output),
             BackboneKind::Mf | BackboneKind::Ncf => None,
         }

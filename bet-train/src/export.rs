@@ -99,7 +99,7 @@ pub fn ship(
     settings: &ExportSettings,
     out: &std::path::Path,
 ) -> Result<Shipped> {
-    // Refuses the paper's input placement before anything is written.
+    // Refuses NGCF's input placement before anything is written.
     let tables = model.export_tables()?;
     let draft = write_tables(&tables, data, split, settings, None, None)?;
     let mut runtime = Model::new(bet_format::AlignedBytes::new(&draft))?;

@@ -414,7 +414,7 @@ struct TrainArgs {
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,
     /// Also export the trained model as a .bet file here, measured by bet-runtime (not with
-    /// the paper's input placement, which has no budgeted file).
+    /// NGCF's input placement, which has no budgeted file).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Storage dtype of the values exported with --out.
@@ -465,10 +465,10 @@ struct SearchArgs {
     /// Which method picks the widths.
     #[arg(long, value_enum, default_value = "bet")]
     method: MethodArg,
-    /// Where the width mask applies (LightGCN, default both; NGCF, default output). `input` is
-    /// the paper's: LightGCN ships its ego rows and training graph, which the runtime propagates
-    /// when it loads the file (memory for dense vectors; not for devices without a heap); NGCF's
-    /// cannot be exported. MF and NCF have none.
+    /// Where the width mask applies (LightGCN, default input; NGCF, default output: the best
+    /// on validation). `input` is the paper's: LightGCN ships its ego rows and training graph,
+    /// which the runtime propagates when it loads the file (memory for dense vectors: use `both`
+    /// for devices without a heap); NGCF's cannot be exported. MF and NCF have none.
     #[arg(long, value_enum)]
     placement: Option<PlacementArg>,
     /// Full width d_max.
