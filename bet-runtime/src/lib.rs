@@ -11,6 +11,11 @@
 //!   [`Model::top_k_for_vector`] for a user vector the caller keeps (federated clients);
 //! - [`Model::scores`]: every item's score in index order (parity checks, evaluation).
 //!
+//! A LightGCN file with the paper's `input` placement (format 1.1) stores ego rows and the
+//! training graph instead of final vectors: `Model::propagate` (feature `alloc`) computes the
+//! dense final vectors once, at load, and only then does it score; until then every scoring call
+//! returns [`Error::NotPropagated`]. Files of every other placement are read in place.
+//!
 //! Scores are bit-identical on every target: the accumulation order is fixed
 //! by the spec, f16 is widened exactly, no fused multiply-add is used, and
 //! the x86-64 AVX2/F16C kernel (picked at run time with `std`) reproduces the
@@ -35,7 +40,7 @@
 //!
 //! ## Cargo features
 //! - (none): `no_std`, no allocator, for `&'static [u8]` and other borrowed bytes.
-//! - `alloc`: [`AlignedBytes`] and owned buffers.
+//! - `alloc`: [`AlignedBytes`], owned buffers, and `Model::propagate` for `input` files.
 //! - `capi`: an `extern "C"` API (see [`capi`] and `include/bet.h`), built as a static library
 //!   by the `bet-capi` crate.
 //! - `std`: reading files ([`Model::read`]), memory maps ([`Model::map`], an `unsafe fn`),
@@ -126,7 +131,7 @@ pub enum Error {
         model: &'static str,
     },
     /// The file is a LightGCN model with the `input` placement: its stored rows are ego rows to
-    /// propagate over its graph before scoring ([`Model::propagate`], feature `alloc`).
+    /// propagate over its graph before scoring (`Model::propagate`, feature `alloc`).
     #[error("this file stores ego rows and a graph (input placement): propagate it before scoring")]
     NotPropagated,
     /// Propagation was asked of a file without a graph (cannot happen through [`Model`], which

@@ -37,8 +37,8 @@ fn fill_user(buf: &mut [f32; USER_BUF], row: Option<Row<'_>>) -> usize {
 }
 
 /// A validated `.bet` model over bytes of type `B` (`&'static [u8]`, [`bet_format::AlignedBytes`],
-/// an mmap, ...). Every method is free of allocation and panics, but
-/// [`propagate`](Self::propagate), which a LightGCN file with the `input` placement needs once
+/// an mmap, ...). Every method is free of panics, and of allocation except
+/// `propagate`, which a LightGCN file with the `input` placement needs once
 /// before it can be scored (feature `alloc`; spec §7.5).
 pub struct Model<B> {
     bytes: B,
@@ -85,7 +85,7 @@ impl<B: AsRef<[u8]>> Model<B> {
 
     /// Whether this file stores ego rows and a graph (LightGCN, `input` placement) that have not
     /// been propagated yet: scoring it returns [`Error::NotPropagated`] until
-    /// [`propagate`](Self::propagate) runs.
+    /// `propagate` runs.
     pub fn needs_propagation(&self) -> bool {
         self.summary().placement == MaskPlacement::Input && !self.is_propagated()
     }
@@ -112,7 +112,7 @@ impl<B: AsRef<[u8]>> Model<B> {
         Ok(())
     }
 
-    /// Bytes of memory held by propagated vectors (0 unless [`propagate`](Self::propagate) ran on
+    /// Bytes of memory held by propagated vectors (0 unless `propagate` ran on
     /// an `input` file).
     pub fn propagated_bytes(&self) -> usize {
         #[cfg(feature = "alloc")]
@@ -131,7 +131,7 @@ impl<B: AsRef<[u8]>> Model<B> {
         if self.needs_propagation() { Err(Error::NotPropagated) } else { Ok(()) }
     }
 
-    /// The propagated vectors of an `input` file, after [`propagate`](Self::propagate).
+    /// The propagated vectors of an `input` file, after `propagate`.
     #[cfg(feature = "alloc")]
     fn propagated(&self) -> Option<&crate::propagate::FinalVectors> {
         self.propagated.as_ref()
