@@ -1,6 +1,8 @@
 //! The one entry point, `BetFile::new_checked`, on arbitrary bytes (as given, and copied to an
 //! aligned buffer). After `Ok`, every accessor, checksum verification, value validation and the
-//! runtime's scoring and top-k (k = 0, 1 and n + 5, with filters) must return without panicking.
+//! runtime's scoring and top-k (k = 0, 1 and n + 5, with filters) must return without panicking;
+//! an `input` file is queried before propagation (typed refusals) and, when small enough for the
+//! fuzzer's memory limit, after it.
 #![no_main]
 
 use bet_format::{AlignedBytes, BetFile};
@@ -23,6 +25,9 @@ fn exercise(file: &BetFile<'_>) {
             let _ = (t.width(i), t.row(i).map(|r| r.get(0)), t.storage_row(i), t.index_of_storage_row(i));
         }
     }
+    if let Some(g) = file.graph() {
+        let _ = (g.edges(), g.items_of(0), g.items_of(s.n_users), g.items_of(u32::MAX));
+    }
     for ids in [file.user_ids(), file.item_ids()].into_iter().flatten() {
         for i in 0..(ids.len() as u32).min(16) + 1 {
             if let Some(id) = ids.external_id(i) {
@@ -34,8 +39,20 @@ fn exercise(file: &BetFile<'_>) {
     let _ = s;
 }
 
+/// Floats of propagated vectors the fuzzer allows itself (its memory limit is 2 GB).
+const MAX_PROPAGATED_FLOATS: u64 = 1 << 22;
+
 fn run_model(bytes: &[u8]) {
-    let Ok(model) = Model::new(bytes) else { return };
+    let Ok(mut model) = Model::new(bytes) else { return };
+    query(&model);
+    let s = model.summary();
+    let floats = (u64::from(s.n_users) + u64::from(s.n_items)) * u64::from(s.vector_width);
+    if model.needs_propagation() && floats <= MAX_PROPAGATED_FLOATS && model.propagate().is_ok() {
+        query(&model);
+    }
+}
+
+fn query(model: &Model<&[u8]>) {
     let s = model.summary();
     let n = s.n_items as usize;
     let mut out = vec![Scored::EMPTY; n + 5];
