@@ -80,6 +80,17 @@ fn verify_exit_codes_are_the_ci_contract() {
         )),
         "{err}"
     );
+    // `--no-heap`: a file read in place passes; an `input` file (propagated into allocated memory
+    // at load: 14 users + 19 items, 12 wide) is over that limit, and says how much heap it needs.
+    let (code, out, _) = bet(&["verify", &f, "--no-heap"]);
+    assert_eq!(code, 0, "{out}");
+    let input = golden("lightgcn_input_graph.bet");
+    let (code, out, _) = bet(&["verify", &input]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("input placement: 1584 bytes of heap at load"), "{out}");
+    let (code, _, err) = bet(&["verify", &input, "--no-heap"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--no-heap: an input-placement file needs 1584 bytes of heap"), "{err}");
     // Corrupt: a flipped payload bit (CRC), a truncated file, non-finite values: exit 2.
     let dir = tempfile::tempdir().unwrap();
     let flipped = temp_copy(&dir, "mf_f32_ids.bet", |b| {

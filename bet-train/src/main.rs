@@ -76,6 +76,10 @@ enum Command {
         /// Most file bytes allowed.
         #[arg(long, value_name = "N")]
         max_bytes: Option<u64>,
+        /// Fail (exit 1) if the runtime would need a heap to score the file: an `input`-placement
+        /// file, whose ego rows are propagated into allocated memory at load.
+        #[arg(long)]
+        no_heap: bool,
     },
     /// Rank items with bet-runtime: one line per user, `user U: item:scorebits ...`.
     Rank {
@@ -224,8 +228,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Verify { file, max_params, max_bytes } => {
-            let v = report::verify(&file, Limits { max_params, max_bytes });
+        Command::Verify { file, max_params, max_bytes, no_heap } => {
+            let v = report::verify(&file, Limits { max_params, max_bytes, no_heap });
             if v.exit_code == 0 {
                 bet_train::out!("{}", v.line);
             } else {
@@ -1099,11 +1103,11 @@ fn demo(out: &Path, sparsity: &str) -> anyhow::Result<ExitCode> {
     bet_train::out!("{}", report::inspect(&path).map_err(|e| anyhow::anyhow!("{e}"))?.render().trim_end_matches('\n'));
     let limit = bet_format::Budget::limit_for(keep, 128, (n_users + n_items) as u64)?;
     bet_train::out!("\n== bet verify {} --max-params {limit}", path.display());
-    let v = report::verify(&path, Limits { max_params: Some(limit), max_bytes: None });
+    let v = report::verify(&path, Limits { max_params: Some(limit), max_bytes: None, no_heap: false });
     bet_train::out!("{} (exit {})", v.line, v.exit_code);
     let tight = limit / 2;
     bet_train::out!("\n== bet verify {} --max-params {tight}   (a gate that must fail)", path.display());
-    let v2 = report::verify(&path, Limits { max_params: Some(tight), max_bytes: None });
+    let v2 = report::verify(&path, Limits { max_params: Some(tight), max_bytes: None, no_heap: false });
     bet_train::out!("{} (exit {})", v2.line, v2.exit_code);
     anyhow::ensure!(v.exit_code == 0 && v2.exit_code == 1, "the size gate did not behave");
 

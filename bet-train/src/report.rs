@@ -377,6 +377,9 @@ pub struct Limits {
     pub max_params: Option<u64>,
     /// Most file bytes allowed.
     pub max_bytes: Option<u64>,
+    /// The file must be scoreable in place, with no heap: an `input`-placement file, whose ego
+    /// rows the runtime propagates into allocated memory, is over this limit.
+    pub no_heap: bool,
 }
 
 /// The outcome of [`verify`], with its exit code and its one line.
@@ -419,6 +422,14 @@ pub fn verify(path: &Path, limits: Limits) -> Verdict {
     {
         failures.push(format!("file size {size} bytes exceeds --max-bytes {max} by {}", size - max));
     }
+    // What an `input` file's runtime allocates at load: the dense final vectors (spec §7.5).
+    let s = file.summary();
+    let load = file.graph().map(|_| (u64::from(s.n_users) + u64::from(s.n_items)) * u64::from(s.vector_width) * 4);
+    if let (true, Some(load)) = (limits.no_heap, load) {
+        failures.push(format!(
+            "--no-heap: an input-placement file needs {load} bytes of heap at load for its propagated vectors"
+        ));
+    }
     if !failures.is_empty() {
         return Verdict { exit_code: 1, line: format!("over limit: {shown}: {}", failures.join("; ")) };
     }
@@ -427,10 +438,11 @@ pub fn verify(path: &Path, limits: Limits) -> Verdict {
         .budget
         .map_or(String::new(), |b| format!(", budget {}/{} embedding values (keep {})", b.stored, b.limit, b.keep));
     let show = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
+    let heap = load.map_or(String::new(), |b| format!("; input placement: {b} bytes of heap at load"));
     Verdict {
         exit_code: 0,
         line: format!(
-            "ok: {shown}: {params} parameters (limit {}), {size} bytes (limit {}){budget}; checksums ok, values finite",
+            "ok: {shown}: {params} parameters (limit {}), {size} bytes (limit {}){budget}; checksums ok, values finite{heap}",
             show(limits.max_params),
             show(limits.max_bytes)
         ),
