@@ -40,21 +40,26 @@ pub(crate) struct FinalVectors {
     rows: Vec<f32>,
 }
 
-/// A zeroed vector of `len` floats, or [`Error::OutOfMemory`] instead of an abort.
-fn zeros(len: usize) -> Result<Vec<f32>, Error> {
-    let bytes = len.saturating_mul(4) as u64;
+/// `len` copies of `value`, or [`Error::OutOfMemory`] instead of an abort.
+fn filled<T: Clone>(len: usize, value: T) -> Result<Vec<T>, Error> {
+    let bytes = len.saturating_mul(core::mem::size_of::<T>()) as u64;
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory { bytes })?;
-    v.resize(len, 0.0);
+    v.resize(len, value);
     Ok(v)
 }
 
+fn zeros(len: usize) -> Result<Vec<f32>, Error> {
+    filled(len, 0.0)
+}
+
 fn u32s(len: usize) -> Result<Vec<u32>, Error> {
-    let bytes = len.saturating_mul(4) as u64;
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| Error::OutOfMemory { bytes })?;
-    v.resize(len, 0);
-    Ok(v)
+    filled(len, 0)
+}
+
+/// `offsets[k] .. offsets[k + 1]` of a CSR offset array (empty past the end).
+fn bounds(offsets: &[u32], k: usize) -> (u32, u32) {
+    (offsets.get(k).copied().unwrap_or(0), offsets.get(k + 1).copied().unwrap_or(0))
 }
 
 /// `Â_ui` for degrees `du`, `di` (both ≥ 1 on an edge): `f32(1 / sqrt(du · di))` in `f64`.
@@ -88,7 +93,7 @@ fn item_side(g: &PropagationGraph<'_>, n_items: usize) -> Result<ItemSide, Error
     let (mut users, mut edge) = (u32s(edges)?, u32s(edges)?);
     // Users in increasing order, so each item's list comes out increasing (a counting sort).
     for u in 0..g.user_offsets.len().saturating_sub(1) {
-        let (Some(&start), Some(&end)) = (g.user_offsets.get(u), g.user_offsets.get(u + 1)) else { continue };
+        let (start, end) = bounds(g.user_offsets, u);
         for e in start..end {
             let Some(&i) = g.items.get(e as usize) else { continue };
             let Some(at) = fill.get_mut(i as usize) else { continue };
@@ -144,18 +149,18 @@ impl FinalVectors {
         let mut next = zeros(len)?;
 
         let user_degree = |u: usize| -> u32 {
-            let (a, b) = (g.user_offsets.get(u).copied().unwrap_or(0), g.user_offsets.get(u + 1).copied().unwrap_or(0));
+            let (a, b) = bounds(g.user_offsets, u);
             b.saturating_sub(a)
         };
         let side = item_side(&g, n_items)?;
         let item_degree = |i: usize| -> u32 {
-            let (a, b) = (side.offsets.get(i).copied().unwrap_or(0), side.offsets.get(i + 1).copied().unwrap_or(0));
+            let (a, b) = bounds(&side.offsets, i);
             b.saturating_sub(a)
         };
         // One weight per edge, in the user-side order.
         let mut weights = zeros(g.items.len())?;
         for u in 0..n_users {
-            let (a, b) = (g.user_offsets.get(u).copied().unwrap_or(0), g.user_offsets.get(u + 1).copied().unwrap_or(0));
+            let (a, b) = bounds(g.user_offsets, u);
             for e in a..b {
                 let i = g.items.get(e as usize).copied().unwrap_or(0) as usize;
                 if let Some(w) = weights.get_mut(e as usize) {
@@ -168,8 +173,7 @@ impl FinalVectors {
             for _ in 0..g.layers {
                 let (next_users, next_items) = next.split_at_mut(user_rows);
                 for (u, out) in next_users.chunks_exact_mut(width).enumerate() {
-                    let (a, b) =
-                        (g.user_offsets.get(u).copied().unwrap_or(0), g.user_offsets.get(u + 1).copied().unwrap_or(0));
+                    let (a, b) = bounds(g.user_offsets, u);
                     let terms = (a..b).map(|e| {
                         let i = g.items.get(e as usize).copied().unwrap_or(0) as usize;
                         (n_users + i, weights.get(e as usize).copied().unwrap_or(0.0))
@@ -177,8 +181,7 @@ impl FinalVectors {
                     gather_row(out, &x, width, terms);
                 }
                 for (i, out) in next_items.chunks_exact_mut(width).enumerate() {
-                    let (a, b) =
-                        (side.offsets.get(i).copied().unwrap_or(0), side.offsets.get(i + 1).copied().unwrap_or(0));
+                    let (a, b) = bounds(&side.offsets, i);
                     let terms = (a..b).map(|k| {
                         let u = side.users.get(k as usize).copied().unwrap_or(0) as usize;
                         let e = side.edge.get(k as usize).copied().unwrap_or(0) as usize;
