@@ -1051,6 +1051,14 @@ impl<'a> BetFile<'a> {
     pub fn graph(&self) -> Option<PropagationGraph<'a>> {
         self.graph
     }
+    /// Bytes of heap a runtime needs at load to score this file: the dense final vectors of an
+    /// `input`-placement file, `(n_users + n_items) * vector_width` f32 values (spec §7.5);
+    /// `None` for a file scored in place. One definition, so `bet inspect` and `bet verify`
+    /// cannot disagree on it.
+    pub fn propagated_bytes(&self) -> Option<u64> {
+        let s = &self.layout.summary;
+        self.graph.map(|_| (u64::from(s.n_users) + u64::from(s.n_items)) * u64::from(s.vector_width) * 4)
+    }
     /// Embedding values stored, counted from the structure: users + items (+ both GMF tables).
     pub fn embedding_values(&self) -> u64 {
         self.users.stored_values()

@@ -54,6 +54,15 @@ fn golden_files_hold_what_they_claim() {
     assert_eq!((g.layers, g.items_of(5).unwrap().len()), (3, 0));
     assert!(g.edges() > 40 && !g.items.contains(&18), "{} edges", g.edges());
     assert!(f.embedding_values() <= f.summary().budget.unwrap().limit);
+    // The heap a runtime needs at load: dense (users + items) x vector_width f32 final vectors.
+    let s = f.summary();
+    let dense = (u64::from(s.n_users) + u64::from(s.n_items)) * u64::from(s.vector_width) * 4;
+    assert_eq!(f.propagated_bytes(), Some(dense));
+    assert_eq!(f.propagated_bytes(), Some(1584), "the figure tests/cli.rs expects from `bet verify`");
+
+    // A file scored in place needs none.
+    let b = read("ngcf_f32_width.bet");
+    assert_eq!(BetFile::new_checked(b.as_bytes()).unwrap().propagated_bytes(), None);
 
     let b = read("mf_special_values.bet");
     let f = BetFile::new_checked(b.as_bytes()).unwrap();

@@ -1,7 +1,7 @@
 //! # bet-runtime: score and rank from a `.bet` file, on a device or a server
 //!
 //! `no_std`, no allocation and no panic on the hot path. A [`Model`] wraps
-//! the file's bytes — `&'static [u8]` in flash, an [`AlignedBytes`] read
+//! the file's bytes — `&'static [u8]` in flash, an `AlignedBytes` read
 //! into memory, or an mmap — validates them once with
 //! [`bet_format::BetFile::new_checked`], and then answers:
 //!
@@ -40,10 +40,10 @@
 //!
 //! ## Cargo features
 //! - (none): `no_std`, no allocator, for `&'static [u8]` and other borrowed bytes.
-//! - `alloc`: [`AlignedBytes`], owned buffers, and `Model::propagate` for `input` files.
-//! - `capi`: an `extern "C"` API (see [`capi`] and `include/bet.h`), built as a static library
+//! - `alloc`: `AlignedBytes`, owned buffers, and `Model::propagate` for `input` files.
+//! - `capi`: an `extern "C"` API (see the `capi` module and `include/bet.h`), built as a static library
 //!   by the `bet-capi` crate.
-//! - `std`: reading files ([`Model::read`]), memory maps ([`Model::map`], an `unsafe fn`),
+//! - `std`: reading files (`Model::read`), memory maps (`Model::map`, an `unsafe fn`),
 //!   run-time CPU feature detection for the AVX2/F16C kernel.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(missing_docs)]

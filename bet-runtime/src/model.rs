@@ -36,7 +36,7 @@ fn fill_user(buf: &mut [f32; USER_BUF], row: Option<Row<'_>>) -> usize {
     row.map_or(0, |r| r.widen_into(buf.get_mut(..cap).unwrap_or(&mut [])))
 }
 
-/// A validated `.bet` model over bytes of type `B` (`&'static [u8]`, [`bet_format::AlignedBytes`],
+/// A validated `.bet` model over bytes of type `B` (`&'static [u8]`, `bet_format::AlignedBytes`,
 /// an mmap, ...). Every method is free of panics, and of allocation except
 /// `propagate`, which a LightGCN file with the `input` placement needs once
 /// before it can be scored (feature `alloc`; spec §7.5).

@@ -224,7 +224,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, FileProblem> {
         graph: file.graph().map(|g| GraphReport {
             layers: g.layers,
             edges: g.edges() as u64,
-            propagated_bytes: (u64::from(s.n_users) + u64::from(s.n_items)) * u64::from(s.vector_width) * 4,
+            propagated_bytes: file.propagated_bytes().unwrap_or(0),
         }),
         provenance: ProvenanceReport {
             dataset: p.dataset.into(),
@@ -423,8 +423,7 @@ pub fn verify(path: &Path, limits: Limits) -> Verdict {
         failures.push(format!("file size {size} bytes exceeds --max-bytes {max} by {}", size - max));
     }
     // What an `input` file's runtime allocates at load: the dense final vectors (spec §7.5).
-    let s = file.summary();
-    let load = file.graph().map(|_| (u64::from(s.n_users) + u64::from(s.n_items)) * u64::from(s.vector_width) * 4);
+    let load = file.propagated_bytes();
     if let (true, Some(load)) = (limits.no_heap, load) {
         failures.push(format!(
             "--no-heap: an input-placement file needs {load} bytes of heap at load for its propagated vectors"
