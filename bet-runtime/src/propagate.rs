@@ -5,8 +5,9 @@
 //! `X_{k+1} = Â X_k`, with `Â_ui = 1 / sqrt(deg(u) · deg(i))`: dense, `d_max` wide, so they are
 //! computed once, when the model is loaded, into memory the runtime allocates
 //! ([`crate::Model::propagate`]). That memory is `(n_users + n_items) · d_max` floats for the
-//! result plus twice that while propagating: a phone or a server holds it, a microcontroller does
-//! not (it reads `output`/`both` files, whose stored rows are already final).
+//! result, plus as much again and the smaller side's rows once more while propagating: a phone or
+//! a server holds it, a microcontroller does not (it reads `output`/`both` files, whose stored rows
+//! are already final).
 //!
 //! Every sum runs in the order the spec fixes (neighbours by increasing index, one multiplication
 //! and one addition per term, no fused multiply-add), and the edge weights are computed in `f64`
@@ -119,6 +120,31 @@ fn gather_row(out: &mut [f32], x: &[f32], width: usize, terms: impl Iterator<Ite
     }
 }
 
+/// Each user's next-layer row from the items' current rows (`items`, item index order).
+fn users_from_items(out: &mut [f32], items: &[f32], width: usize, g: &PropagationGraph<'_>, weights: &[f32]) {
+    for (u, row) in out.chunks_exact_mut(width).enumerate() {
+        let (a, b) = bounds(g.user_offsets, u);
+        let terms = (a..b).map(|e| {
+            let i = g.items.get(e as usize).copied().unwrap_or(0) as usize;
+            (i, weights.get(e as usize).copied().unwrap_or(0.0))
+        });
+        gather_row(row, items, width, terms);
+    }
+}
+
+/// Each item's next-layer row from the users' current rows (`users`, user index order).
+fn items_from_users(out: &mut [f32], users: &[f32], width: usize, side: &ItemSide, weights: &[f32]) {
+    for (i, row) in out.chunks_exact_mut(width).enumerate() {
+        let (a, b) = bounds(&side.offsets, i);
+        let terms = (a..b).map(|k| {
+            let u = side.users.get(k as usize).copied().unwrap_or(0) as usize;
+            let e = side.edge.get(k as usize).copied().unwrap_or(0) as usize;
+            (u, weights.get(e).copied().unwrap_or(0.0))
+        });
+        gather_row(row, users, width, terms);
+    }
+}
+
 impl FinalVectors {
     /// Propagates `file`'s ego rows over its graph (spec §7.5).
     pub(crate) fn compute(file: &BetFile<'_>) -> Result<FinalVectors, Error> {
@@ -146,7 +172,6 @@ impl FinalVectors {
             }
         }
         let mut sum = x.clone();
-        let mut next = zeros(len)?;
 
         let user_degree = |u: usize| -> u32 {
             let (a, b) = bounds(g.user_offsets, u);
@@ -170,35 +195,34 @@ impl FinalVectors {
         }
 
         if width > 0 {
+            // Layer k + 1 replaces layer k in `x` with one scratch buffer the size of the smaller
+            // side, not a second full buffer: the graph is bipartite, so one side's new rows read
+            // only the other side's old ones. The side that goes to scratch is computed first
+            // (from the other side's layer-k rows), then the other side is rewritten in place
+            // (from the first side's layer-k rows, still in `x`), and scratch is copied back.
+            // Every row is the same sum in the same order as with two full buffers.
+            let users_first = n_users <= n_items;
+            let mut scratch = zeros(if users_first { user_rows } else { len - user_rows })?;
             for _ in 0..g.layers {
-                let (next_users, next_items) = next.split_at_mut(user_rows);
-                for (u, out) in next_users.chunks_exact_mut(width).enumerate() {
-                    let (a, b) = bounds(g.user_offsets, u);
-                    let terms = (a..b).map(|e| {
-                        let i = g.items.get(e as usize).copied().unwrap_or(0) as usize;
-                        (n_users + i, weights.get(e as usize).copied().unwrap_or(0.0))
-                    });
-                    gather_row(out, &x, width, terms);
+                let (users, items) = x.split_at_mut(user_rows);
+                if users_first {
+                    users_from_items(&mut scratch, items, width, &g, &weights);
+                    items_from_users(items, users, width, &side, &weights);
+                    users.copy_from_slice(&scratch);
+                } else {
+                    items_from_users(&mut scratch, users, width, &side, &weights);
+                    users_from_items(users, items, width, &g, &weights);
+                    items.copy_from_slice(&scratch);
                 }
-                for (i, out) in next_items.chunks_exact_mut(width).enumerate() {
-                    let (a, b) = bounds(&side.offsets, i);
-                    let terms = (a..b).map(|k| {
-                        let u = side.users.get(k as usize).copied().unwrap_or(0) as usize;
-                        let e = side.edge.get(k as usize).copied().unwrap_or(0) as usize;
-                        (u, weights.get(e).copied().unwrap_or(0.0))
-                    });
-                    gather_row(out, &x, width, terms);
-                }
-                for (s, &v) in sum.iter_mut().zip(&next) {
+                for (s, &v) in sum.iter_mut().zip(&x) {
                     *s += v;
                 }
-                core::mem::swap(&mut x, &mut next);
             }
         }
         // The mean of L + 1 layers: a multiplication by the f32 reciprocal, as the trainer does.
         let scale = 1.0f32 / (g.layers as f32 + 1.0);
         sum.iter_mut().for_each(|v| *v *= scale);
-        drop((x, next));
+        drop(x);
         Ok(FinalVectors { width, n_users, rows: sum })
     }
 
@@ -217,5 +241,106 @@ impl FinalVectors {
     /// Bytes held.
     pub(crate) fn bytes(&self) -> usize {
         self.rows.len() * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bet_format::testing::{hash_value, synthetic_provenance, values_for};
+    use bet_format::{
+        AlignedBytes, GraphInput, MaskPlacement, ModelContents, ModelKind, StorageOrder, TableInput, ValueDtype,
+        ValueLayout,
+    };
+
+    /// Spec §7.5 with two full buffers, the plain way: every node's next row from the whole
+    /// current layer, then summed. `compute` must give the same bits with its in-place update.
+    fn two_buffer_propagation(file: &BetFile<'_>) -> Vec<f32> {
+        let s = file.summary();
+        let (nu, ni, d) = (s.n_users as usize, s.n_items as usize, s.vector_width as usize);
+        let g = file.graph().unwrap();
+        let mut x = vec![0.0f32; (nu + ni) * d];
+        for u in 0..nu {
+            file.users().row(u as u32).unwrap().widen_into(&mut x[u * d..(u + 1) * d]);
+        }
+        for i in 0..ni {
+            file.items().row(i as u32).unwrap().widen_into(&mut x[(nu + i) * d..(nu + i + 1) * d]);
+        }
+        let mut item_users = vec![vec![]; ni];
+        for u in 0..nu {
+            for &i in g.items_of(u as u32).unwrap() {
+                item_users[i as usize].push(u);
+            }
+        }
+        let weight =
+            |u: usize, i: usize| edge_weight(g.items_of(u as u32).unwrap().len() as u32, item_users[i].len() as u32);
+        let mut sum = x.clone();
+        for _ in 0..g.layers {
+            let mut next = vec![0.0f32; x.len()];
+            for u in 0..nu {
+                for &i in g.items_of(u as u32).unwrap() {
+                    let w = weight(u, i as usize);
+                    for t in 0..d {
+                        next[u * d + t] += w * x[(nu + i as usize) * d + t];
+                    }
+                }
+            }
+            for (i, users) in item_users.iter().enumerate() {
+                for &u in users {
+                    let w = weight(u, i);
+                    for t in 0..d {
+                        next[(nu + i) * d + t] += w * x[u * d + t];
+                    }
+                }
+            }
+            sum.iter_mut().zip(&next).for_each(|(s, v)| *s += v);
+            x = next;
+        }
+        let scale = 1.0f32 / (g.layers as f32 + 1.0);
+        sum.iter_mut().for_each(|v| *v *= scale);
+        sum
+    }
+
+    #[test]
+    fn in_place_layers_match_two_full_buffers_bit_for_bit() {
+        // More users than items, fewer, and equal: each side goes to scratch in one of them.
+        for (n_users, n_items, seed) in [(23usize, 9usize, 1u64), (7, 31, 2), (12, 12, 3)] {
+            let d_max = 11u32;
+            let width = |k: u64| ((hash_value(seed, k) + 1.0) * 6.0) as u32 % (d_max + 1);
+            let uw: Vec<u32> = (0..n_users as u64).map(width).collect();
+            let iw: Vec<u32> = (0..n_items as u64).map(|i| width(100 + i)).collect();
+            let (uv, iv) = (values_for(&uw, seed + 1), values_for(&iw, seed + 2));
+            let (mut offsets, mut items) = (vec![0u32], Vec::new());
+            for u in 0..n_users as u64 {
+                items.extend((0..n_items as u32).filter(|&i| hash_value(seed + 3 + u, u64::from(i)) < 0.0));
+                offsets.push(items.len() as u32);
+            }
+            let bytes = ModelContents {
+                model: ModelKind::LightGcn,
+                placement: MaskPlacement::Input,
+                d_max,
+                users: TableInput { widths: &uw, values: &uv },
+                items: TableInput { widths: &iw, values: &iv },
+                ncf: None,
+                keep: None,
+                provenance: synthetic_provenance(),
+                value_dtype: ValueDtype::F32,
+                storage: StorageOrder::WidthDescending,
+                value_layout: ValueLayout::RowMajor,
+                user_ids: None,
+                item_ids: None,
+                graph: Some(GraphInput { layers: 3, user_offsets: &offsets, items: &items }),
+            }
+            .to_bytes()
+            .unwrap();
+            let bytes = AlignedBytes::new(&bytes);
+            let file = BetFile::new_checked(bytes.as_ref()).unwrap();
+            let got = FinalVectors::compute(&file).unwrap();
+            let want = two_buffer_propagation(&file);
+            assert_eq!(got.rows.len(), want.len());
+            let differing = got.rows.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differing, 0, "{n_users} users, {n_items} items: {differing} values differ");
+            assert!(want.iter().any(|v| *v != 0.0), "a propagation that moves something");
+        }
     }
 }
