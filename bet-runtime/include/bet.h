@@ -19,8 +19,7 @@
 // The handle memory is smaller than `bet_model_size()`.
 #define BET_ERR_HANDLE_SIZE -3
 
-// The file is not a valid `.bet` file, or is one this API cannot score: a LightGCN `input`
-// file needs its ego rows propagated into allocated memory, and the C API has no allocator.
+// The file is not a valid `.bet` file.
 #define BET_ERR_FORMAT -4
 
 // A section checksum does not match.
@@ -38,8 +37,14 @@
 // An argument is invalid: an unsorted exclusion list, a vector too wide or of the wrong kind.
 #define BET_ERR_ARGUMENT -9
 
-// The handle was not produced by `bet_open` (or was overwritten).
+// The handle was not produced by `bet_open` (or was overwritten, or closed).
 #define BET_ERR_HANDLE -10
+
+// A LightGCN `input`-placement file stores ego rows: call `bet_propagate` once before scoring.
+#define BET_ERR_NOT_PROPAGATED -11
+
+// `bet_propagate` could not allocate the final vectors, or this build has no allocator.
+#define BET_ERR_MEMORY -12
 
 // An opened model (opaque to C; lives in caller memory).
 typedef struct BetModel BetModel;
@@ -66,6 +71,7 @@ size_t bet_model_align(void);
 
 // Validates the file at `bytes[0..len]` and writes a handle into `memory[0..memory_len]`;
 // `*out` then points to it. The bytes must stay valid and unchanged while the handle is used.
+// (Opening over the memory of a handle that was propagated and not closed leaks its vectors.)
 //
 // # Safety
 // `bytes`/`len` and `memory`/`memory_len` must describe caller-owned memory; `out` must be
@@ -75,6 +81,25 @@ int32_t bet_open(const uint8_t *bytes,
                  void *memory,
                  size_t memory_len,
                  struct BetModel **out);
+
+// Makes an `input`-placement LightGCN file scoreable: propagates its ego rows over its graph
+// into final vectors (`(n_users + n_items) · d_max` floats, allocated here and kept until
+// `bet_close`; spec §7.5, bit-identical to every other runtime). Once is enough; on a handle
+// that needs none (every other file, or a second call) it does nothing and returns `BET_OK`.
+// Without an allocator in the build it returns `BET_ERR_MEMORY` for a file that needs it.
+//
+// # Safety
+// `model` must come from `bet_open`, and no other call may use it at the same time.
+int32_t bet_propagate(struct BetModel *model);
+
+// Releases what the handle holds (the vectors of `bet_propagate`) and marks it closed: later
+// calls with it return `BET_ERR_HANDLE`, and its memory may be freed or reused. Call it once
+// per handle when done (a handle never propagated holds nothing, so skipping it there leaks
+// nothing).
+//
+// # Safety
+// `model` must come from `bet_open` and not be in use by another call.
+int32_t bet_close(struct BetModel *model);
 
 // Verifies every section checksum and that no stored value is NaN or infinite.
 //

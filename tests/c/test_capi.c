@@ -4,7 +4,9 @@
  * Prints, for every user (at most 8), the top-10 with items 1, 5, 16 excluded, then the top-10
  * for a caller vector, in the format of `bet rank` so CI can diff the two; then checks that bad
  * calls (null pointers, misaligned buffers, out-of-range users, unsorted lists, small buffers,
- * a corrupt copy of the file) return their error codes. Exit 0 only if every check passes. */
+ * a corrupt copy of the file, a closed handle) return their error codes. An input-placement file
+ * is propagated first (bet_propagate); scoring it before is refused. Exit 0 only if every check
+ * passes. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +57,17 @@ int main(int argc, char **argv) {
     EXPECT(bet_open(bytes, (size_t)len, mem, size, &model) == BET_OK);
     if (!model) return 1;
     EXPECT(bet_verify(model) == BET_OK);
+
+    /* A LightGCN input-placement file scores only once propagated (into memory the library
+       allocates and bet_close releases); for any other file bet_propagate does nothing. */
+    BetScored probe[16];
+    size_t probed = 0;
+    int32_t first = bet_top_k(model, 0, 10, NULL, 0, probe, 16, &probed);
+    EXPECT(first == BET_OK || first == BET_ERR_NOT_PROPAGATED);
+    EXPECT(bet_propagate(NULL) == BET_ERR_NULL);
+    EXPECT(bet_propagate(model) == BET_OK);
+    EXPECT(bet_propagate(model) == BET_OK); /* a second call changes nothing */
+    fprintf(stderr, "C API: %s\n", first == BET_OK ? "scored in place" : "propagated at load");
 
     uint32_t n_users = 0, n_items = 0, width = 0;
     uint64_t params = 0;
@@ -115,6 +128,13 @@ int main(int argc, char **argv) {
     memcpy(bad, bytes, (size_t)len);
     bad[70] ^= 0x01;
     EXPECT(bet_open(bad, (size_t)len, mem2, size, &other) == BET_ERR_FORMAT);
+
+    /* Closing releases the handle once: every later call is refused, a second close too. */
+    EXPECT(bet_close(model) == BET_OK);
+    EXPECT(bet_verify(model) == BET_ERR_HANDLE);
+    EXPECT(bet_top_k(model, 0, 10, NULL, 0, out, 16, &written) == BET_ERR_HANDLE);
+    EXPECT(bet_close(model) == BET_ERR_HANDLE);
+    EXPECT(bet_close(NULL) == BET_ERR_NULL);
 
     fprintf(stderr, "C API: %u users, %u items, %llu parameters, %d failures\n", n_users, n_items,
             (unsigned long long)params, failures);

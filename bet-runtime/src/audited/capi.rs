@@ -1,6 +1,10 @@
 //! The C API (feature `capi`): open a model from a pointer and a length, verify it, read counts
-//! and widths, score, and rank into caller buffers. No allocation: the model handle lives in
-//! memory the caller provides (`bet_model_size()` / `bet_model_align()` bytes).
+//! and widths, score, and rank into caller buffers. The model handle lives in memory the caller
+//! provides (`bet_model_size()` / `bet_model_align()` bytes), and nothing allocates except
+//! `bet_propagate`, which a LightGCN `input`-placement file needs once before it can be scored:
+//! its final vectors are computed into memory the library allocates (feature `alloc`; the
+//! `libbet_capi.a` of `bet-capi` has it) and `bet_close` releases. A build without an allocator
+//! (the Cortex-M one) answers `BET_ERR_MEMORY` there and scores every other file.
 //!
 //! Every function returns a `BET_*` code (0 = success, negative = error) and writes results
 //! through out-pointers only on success. Contract for C callers: every pointer/length pair must
@@ -21,8 +25,7 @@ pub const BET_ERR_NULL: i32 = -1;
 pub const BET_ERR_ALIGNMENT: i32 = -2;
 /// The handle memory is smaller than `bet_model_size()`.
 pub const BET_ERR_HANDLE_SIZE: i32 = -3;
-/// The file is not a valid `.bet` file, or is one this API cannot score: a LightGCN `input`
-/// file needs its ego rows propagated into allocated memory, and the C API has no allocator.
+/// The file is not a valid `.bet` file.
 pub const BET_ERR_FORMAT: i32 = -4;
 /// A section checksum does not match.
 pub const BET_ERR_CHECKSUM: i32 = -5;
@@ -34,8 +37,12 @@ pub const BET_ERR_RANGE: i32 = -7;
 pub const BET_ERR_BUFFER: i32 = -8;
 /// An argument is invalid: an unsorted exclusion list, a vector too wide or of the wrong kind.
 pub const BET_ERR_ARGUMENT: i32 = -9;
-/// The handle was not produced by `bet_open` (or was overwritten).
+/// The handle was not produced by `bet_open` (or was overwritten, or closed).
 pub const BET_ERR_HANDLE: i32 = -10;
+/// A LightGCN `input`-placement file stores ego rows: call `bet_propagate` once before scoring.
+pub const BET_ERR_NOT_PROPAGATED: i32 = -11;
+/// `bet_propagate` could not allocate the final vectors, or this build has no allocator.
+pub const BET_ERR_MEMORY: i32 = -12;
 
 /// Marks a live handle.
 const HANDLE_MAGIC: u64 = 0x6265_745f_6d6f_6465; // "bet_mode"
@@ -52,8 +59,9 @@ fn code(e: Error) -> i32 {
         Error::Format(bet_format::Error::NonFiniteValue { .. } | bet_format::Error::NonFiniteDense { .. }) => {
             BET_ERR_VALUES
         }
-        // The C API holds no allocator, so an `input` file is one it cannot score.
-        Error::Format(_) | Error::NotPropagated => BET_ERR_FORMAT,
+        Error::Format(_) => BET_ERR_FORMAT,
+        Error::NotPropagated => BET_ERR_NOT_PROPAGATED,
+        Error::OutOfMemory { .. } => BET_ERR_MEMORY,
         Error::UserOutOfRange { .. } | Error::ItemOutOfRange { .. } => BET_ERR_RANGE,
         Error::OutputTooSmall { .. } => BET_ERR_BUFFER,
         _ => BET_ERR_ARGUMENT,
@@ -112,6 +120,16 @@ unsafe fn handle<'a>(m: *const BetModel) -> Result<&'a BetModel, i32> {
 }
 
 /// # Safety
+/// `m` must be null or point to memory holding a handle written by `bet_open`, which nothing
+/// else accesses during the call.
+unsafe fn handle_mut<'a>(m: *mut BetModel) -> Result<&'a mut BetModel, i32> {
+    // SAFETY: forwarded contract; checks null, alignment and the magic.
+    unsafe { handle(m)? };
+    // SAFETY: checked just above; the caller promises exclusive access for the call.
+    Ok(unsafe { &mut *m })
+}
+
+/// # Safety
 /// If non-null, `p` must be writable and aligned for `T`.
 unsafe fn put<T>(p: *mut T, v: T) -> Result<(), i32> {
     if p.is_null() {
@@ -146,6 +164,7 @@ pub extern "C" fn bet_model_align() -> usize {
 
 /// Validates the file at `bytes[0..len]` and writes a handle into `memory[0..memory_len]`;
 /// `*out` then points to it. The bytes must stay valid and unchanged while the handle is used.
+/// (Opening over the memory of a handle that was propagated and not closed leaks its vectors.)
 ///
 /// # Safety
 /// `bytes`/`len` and `memory`/`memory_len` must describe caller-owned memory; `out` must be
@@ -177,6 +196,52 @@ pub unsafe extern "C" fn bet_open(
         unsafe { slot.write(BetModel { magic: HANDLE_MAGIC, model }) };
         // SAFETY: `out` is non-null; the caller promises it is writable.
         unsafe { put(out, slot) }
+    })())
+}
+
+/// Makes an `input`-placement LightGCN file scoreable: propagates its ego rows over its graph
+/// into final vectors (`(n_users + n_items) · d_max` floats, allocated here and kept until
+/// `bet_close`; spec §7.5, bit-identical to every other runtime). Once is enough; on a handle
+/// that needs none (every other file, or a second call) it does nothing and returns `BET_OK`.
+/// Without an allocator in the build it returns `BET_ERR_MEMORY` for a file that needs it.
+///
+/// # Safety
+/// `model` must come from `bet_open`, and no other call may use it at the same time.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bet_propagate(model: *mut BetModel) -> i32 {
+    status((|| {
+        // SAFETY: forwarded contract.
+        let h = unsafe { handle_mut(model)? };
+        #[cfg(feature = "alloc")]
+        {
+            h.model.propagate().map_err(code)
+        }
+        #[cfg(not(feature = "alloc"))]
+        {
+            if h.model.needs_propagation() { Err(BET_ERR_MEMORY) } else { Ok(()) }
+        }
+    })())
+}
+
+/// Releases what the handle holds (the vectors of `bet_propagate`) and marks it closed: later
+/// calls with it return `BET_ERR_HANDLE`, and its memory may be freed or reused. Call it once
+/// per handle when done (a handle never propagated holds nothing, so skipping it there leaks
+/// nothing).
+///
+/// # Safety
+/// `model` must come from `bet_open` and not be in use by another call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bet_close(model: *mut BetModel) -> i32 {
+    status((|| {
+        // SAFETY: forwarded contract.
+        let h = unsafe { handle_mut(model)? };
+        // The magic goes first, so a second close (or any call) sees a closed handle and the
+        // model is dropped exactly once.
+        h.magic = 0;
+        // SAFETY: `h` is a live, initialised handle written by `bet_open`; its magic is now 0,
+        // so nothing reads or drops `model` again.
+        unsafe { core::ptr::drop_in_place(&mut h.model) };
+        Ok(())
     })())
 }
 
