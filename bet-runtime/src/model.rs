@@ -90,6 +90,14 @@ impl<B: AsRef<[u8]>> Model<B> {
         self.summary().placement == MaskPlacement::Input && !self.is_propagated()
     }
 
+    /// Frees the vectors `propagate` computed; an `input` file then needs propagation again.
+    /// Everything else a model holds is borrowed or inline, so afterwards it owns no heap memory
+    /// (the C API's `bet_close` relies on this).
+    #[cfg(feature = "alloc")]
+    pub fn release_propagated(&mut self) {
+        self.propagated = None;
+    }
+
     #[cfg(feature = "alloc")]
     fn is_propagated(&self) -> bool {
         self.propagated.is_some()

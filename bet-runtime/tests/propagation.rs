@@ -117,6 +117,16 @@ fn input_files_score_after_propagation_as_the_formula_says() {
     let best = out[0];
     let want: f64 = v.iter().zip(&reference[nu + best.index as usize]).map(|(&a, b)| f64::from(a) * b).sum();
     assert!((f64::from(best.score) - want).abs() <= 1e-6);
+
+    // Releasing the vectors returns the model to its unpropagated state; propagating again
+    // gives the same bits.
+    let before = model.score(1, 3).unwrap();
+    model.release_propagated();
+    assert!(model.needs_propagation());
+    assert_eq!(model.propagated_bytes(), 0);
+    assert_eq!(model.score(1, 3), Err(Error::NotPropagated));
+    model.propagate().unwrap();
+    assert_eq!(model.score(1, 3).unwrap().to_bits(), before.to_bits());
 }
 
 #[test]

@@ -235,12 +235,12 @@ pub unsafe extern "C" fn bet_close(model: *mut BetModel) -> i32 {
     status((|| {
         // SAFETY: forwarded contract.
         let h = unsafe { handle_mut(model)? };
-        // The magic goes first, so a second close (or any call) sees a closed handle and the
-        // model is dropped exactly once.
+        // Releasing the vectors leaves a model that owns no heap memory (its bytes are the
+        // caller's), so the caller may free the handle's memory without a drop; the cleared
+        // magic makes every later call, a second close included, a `BET_ERR_HANDLE`.
+        #[cfg(feature = "alloc")]
+        h.model.release_propagated();
         h.magic = 0;
-        // SAFETY: `h` is a live, initialised handle written by `bet_open`; its magic is now 0,
-        // so nothing reads or drops `model` again.
-        unsafe { core::ptr::drop_in_place(&mut h.model) };
         Ok(())
     })())
 }
