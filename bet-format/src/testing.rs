@@ -103,6 +103,57 @@ pub fn input_file_bytes() -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// A file of [`random_input_file`] and the graph it was written with.
+#[derive(Clone, Debug)]
+pub struct RandomInputFile {
+    /// The file.
+    pub bytes: Vec<u8>,
+    /// The graph's user-side CSR offsets, as written.
+    pub user_offsets: Vec<u32>,
+    /// The graph's items, as written.
+    pub items: Vec<u32>,
+}
+
+/// A random LightGCN `input` file drawn from `seed`, for property tests: widths in `0..=d_max`,
+/// each (user, item) pair an edge with probability about 1/2, no budget.
+pub fn random_input_file(
+    n_users: usize,
+    n_items: usize,
+    d_max: u32,
+    layers: u32,
+    seed: u64,
+    value_dtype: ValueDtype,
+    value_layout: ValueLayout,
+) -> Result<RandomInputFile, crate::Error> {
+    let width = |k: u64| ((hash_value(seed, k) + 1.0) * 0.5 * (d_max + 1) as f32) as u32 % (d_max + 1);
+    let uw: Vec<u32> = (0..n_users as u64).map(width).collect();
+    let iw: Vec<u32> = (0..n_items as u64).map(|i| width(100 + i)).collect();
+    let (uv, iv) = (values_for(&uw, seed + 1), values_for(&iw, seed + 2));
+    let (mut offsets, mut items) = (vec![0u32], Vec::new());
+    for u in 0..n_users as u64 {
+        items.extend((0..n_items as u32).filter(|&i| hash_value(seed + 3 + u, u64::from(i)) < 0.0));
+        offsets.push(items.len() as u32);
+    }
+    let bytes = ModelContents {
+        model: ModelKind::LightGcn,
+        placement: MaskPlacement::Input,
+        d_max,
+        users: TableInput { widths: &uw, values: &uv },
+        items: TableInput { widths: &iw, values: &iv },
+        ncf: None,
+        keep: None,
+        provenance: synthetic_provenance(),
+        value_dtype,
+        storage: StorageOrder::WidthDescending,
+        value_layout,
+        user_ids: None,
+        item_ids: None,
+        graph: Some(crate::GraphInput { layers, user_offsets: &offsets, items: &items }),
+    }
+    .to_bytes()?;
+    Ok(RandomInputFile { bytes, user_offsets: offsets, items })
+}
+
 fn widths_from(seed: u64, n: usize, max: u32) -> Vec<u32> {
     (0..n as u64).map(|i| ((hash_value(seed, i) + 1.0) * 0.5 * (max + 1) as f32) as u32).map(|w| w.min(max)).collect()
 }

@@ -247,11 +247,7 @@ impl FinalVectors {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bet_format::testing::{hash_value, synthetic_provenance, values_for};
-    use bet_format::{
-        AlignedBytes, GraphInput, MaskPlacement, ModelContents, ModelKind, StorageOrder, TableInput, ValueDtype,
-        ValueLayout,
-    };
+    use bet_format::{AlignedBytes, ValueDtype, ValueLayout};
 
     /// Spec §7.5 with two full buffers, the plain way: every node's next row from the whole
     /// current layer, then summed. `compute` must give the same bits with its in-place update.
@@ -305,34 +301,17 @@ mod tests {
     fn in_place_layers_match_two_full_buffers_bit_for_bit() {
         // More users than items, fewer, and equal: each side goes to scratch in one of them.
         for (n_users, n_items, seed) in [(23usize, 9usize, 1u64), (7, 31, 2), (12, 12, 3)] {
-            let d_max = 11u32;
-            let width = |k: u64| ((hash_value(seed, k) + 1.0) * 6.0) as u32 % (d_max + 1);
-            let uw: Vec<u32> = (0..n_users as u64).map(width).collect();
-            let iw: Vec<u32> = (0..n_items as u64).map(|i| width(100 + i)).collect();
-            let (uv, iv) = (values_for(&uw, seed + 1), values_for(&iw, seed + 2));
-            let (mut offsets, mut items) = (vec![0u32], Vec::new());
-            for u in 0..n_users as u64 {
-                items.extend((0..n_items as u32).filter(|&i| hash_value(seed + 3 + u, u64::from(i)) < 0.0));
-                offsets.push(items.len() as u32);
-            }
-            let bytes = ModelContents {
-                model: ModelKind::LightGcn,
-                placement: MaskPlacement::Input,
-                d_max,
-                users: TableInput { widths: &uw, values: &uv },
-                items: TableInput { widths: &iw, values: &iv },
-                ncf: None,
-                keep: None,
-                provenance: synthetic_provenance(),
-                value_dtype: ValueDtype::F32,
-                storage: StorageOrder::WidthDescending,
-                value_layout: ValueLayout::RowMajor,
-                user_ids: None,
-                item_ids: None,
-                graph: Some(GraphInput { layers: 3, user_offsets: &offsets, items: &items }),
-            }
-            .to_bytes()
-            .unwrap();
+            let bytes = bet_format::testing::random_input_file(
+                n_users,
+                n_items,
+                11,
+                3,
+                seed,
+                ValueDtype::F32,
+                ValueLayout::RowMajor,
+            )
+            .unwrap()
+            .bytes;
             let bytes = AlignedBytes::new(&bytes);
             let file = BetFile::new_checked(bytes.as_ref()).unwrap();
             let got = FinalVectors::compute(&file).unwrap();

@@ -158,35 +158,10 @@ proptest::proptest! {
         f16 in proptest::bool::ANY,
         blocked in proptest::bool::ANY,
     ) {
-        use bet_format::testing::{hash_value, synthetic_provenance, values_for};
-        use bet_format::{GraphInput, MaskPlacement, ModelContents, ModelKind, StorageOrder, TableInput, ValueDtype, ValueLayout};
-        let width = |k: u64| ((hash_value(seed, k) + 1.0) * 0.5 * (d_max + 1) as f32) as u32 % (d_max + 1);
-        let uw: Vec<u32> = (0..n_users as u64).map(width).collect();
-        let iw: Vec<u32> = (0..n_items as u64).map(|i| width(100 + i)).collect();
-        let (uv, iv) = (values_for(&uw, seed + 1), values_for(&iw, seed + 2));
-        let (mut offsets, mut items) = (vec![0u32], Vec::new());
-        for u in 0..n_users as u64 {
-            items.extend((0..n_items as u32).filter(|&i| hash_value(seed + 3 + u, u64::from(i)) < 0.0));
-            offsets.push(items.len() as u32);
-        }
-        let bytes = ModelContents {
-            model: ModelKind::LightGcn,
-            placement: MaskPlacement::Input,
-            d_max,
-            users: TableInput { widths: &uw, values: &uv },
-            items: TableInput { widths: &iw, values: &iv },
-            ncf: None,
-            keep: None,
-            provenance: synthetic_provenance(),
-            value_dtype: if f16 { ValueDtype::F16 } else { ValueDtype::F32 },
-            storage: StorageOrder::WidthDescending,
-            value_layout: if blocked { ValueLayout::Blocked8 } else { ValueLayout::RowMajor },
-            user_ids: None,
-            item_ids: None,
-            graph: Some(GraphInput { layers, user_offsets: &offsets, items: &items }),
-        }
-        .to_bytes()
-        .unwrap();
+        let dtype = if f16 { bet_format::ValueDtype::F16 } else { bet_format::ValueDtype::F32 };
+        let layout = if blocked { bet_format::ValueLayout::Blocked8 } else { bet_format::ValueLayout::RowMajor };
+        let file = bet_format::testing::random_input_file(n_users, n_items, d_max, layers, seed, dtype, layout).unwrap();
+        let (bytes, offsets, items) = (file.bytes, file.user_offsets, file.items);
         let bytes = AlignedBytes::new(&bytes);
         let file = BetFile::new_checked(bytes.as_ref()).unwrap();
         let g = file.graph().unwrap();
