@@ -4,6 +4,11 @@
 //! exclusion list and once for a caller-supplied vector, and compares every index and score bit
 //! for bit with what the host runtime computed at build time. It exits 0 only on a full match.
 //! It also measures the worst-case stack of `top_k` by painting the stack first.
+//!
+//! A LightGCN `input` file stores ego rows and its graph; its queries must be refused until it is
+//! propagated. The default build has no heap and checks just that. With feature `heap` (a 16 KiB
+//! `embedded-alloc` heap and the runtime's `alloc`) the firmware then propagates the file on the
+//! device and checks its answers bit for bit like every other file's.
 #![no_std]
 #![no_main]
 
@@ -29,10 +34,19 @@ pub struct Golden {
     bytes: &'static [u8],
     exclude: &'static [u32],
     cases: &'static [(Query, &'static [(u32, u32)])],
-    /// A LightGCN `input` file (ego rows and a graph): without a heap it cannot be propagated,
-    /// so every query must be refused with `NotPropagated`, never answered from the ego rows.
-    refused: bool,
+    /// A LightGCN `input` file (ego rows and a graph): before propagation every query must be
+    /// refused with `NotPropagated`, never answered from the ego rows; `cases` are its answers
+    /// after propagation (checked with feature `heap`).
+    needs_heap: bool,
 }
+
+/// The heap for propagated vectors (feature `heap`).
+#[cfg(feature = "heap")]
+#[global_allocator]
+static HEAP: embedded_alloc::LlffHeap = embedded_alloc::LlffHeap::empty();
+/// Bytes of heap: the golden `input` file needs about 5 KiB while propagating.
+#[cfg(feature = "heap")]
+const HEAP_BYTES: usize = 16 * 1024;
 
 /// `include_bytes!` only promises alignment 1; the format's payloads need 4 (and are 64-aligned
 /// in the file), so each blob lives in a 64-byte-aligned wrapper.
@@ -93,9 +107,17 @@ fn ranked(
 
 #[entry]
 fn main() -> ! {
+    // SAFETY: called once, first thing, before anything allocates.
+    #[cfg(feature = "heap")]
+    unsafe {
+        embedded_alloc::init!(HEAP, HEAP_BYTES);
+    }
     let ok = run();
     debug::exit(if ok { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
-    loop {}
+    // Not reached: the semihosting exit ends qemu (a real board would sleep here).
+    loop {
+        cortex_m::asm::wfi();
+    }
 }
 
 fn run() -> bool {
@@ -103,7 +125,8 @@ fn run() -> bool {
     let mut mismatches = 0;
     let mut queries = 0;
     for golden in FILES {
-        let model = match Model::new(golden.bytes) {
+        #[cfg_attr(not(feature = "heap"), allow(unused_mut))]
+        let mut model = match Model::new(golden.bytes) {
             Ok(m) => m,
             Err(e) => {
                 hprintln!("{}: open failed: {}", golden.name, e);
@@ -117,7 +140,7 @@ fn run() -> bool {
         let s = model.summary();
         let mut file_stack = 0;
         let filter = Filter { exclude: Some(ItemSet::Sorted(golden.exclude)), allow: None };
-        if golden.refused {
+        if golden.needs_heap {
             let mut out = [Scored::EMPTY; 10];
             for query in [Query::User(0), Query::Vector(4)] {
                 queries += 1;
@@ -129,8 +152,23 @@ fn run() -> bool {
                     }
                 }
             }
-            hprintln!("{}: input placement, refused without a heap as it must be", golden.name);
-            continue;
+            #[cfg(not(feature = "heap"))]
+            {
+                hprintln!("{}: input placement, refused without a heap as it must be", golden.name);
+                continue;
+            }
+            #[cfg(feature = "heap")]
+            {
+                if let Err(e) = model.propagate() {
+                    hprintln!("{}: propagation failed: {}", golden.name, e);
+                    return false;
+                }
+                hprintln!(
+                    "{}: input placement, refused before propagation, then propagated on the device into {} bytes of heap",
+                    golden.name,
+                    model.propagated_bytes()
+                );
+            }
         }
         for (query, want) in golden.cases {
             let mut out = [Scored::EMPTY; 10];
@@ -181,5 +219,8 @@ fn run() -> bool {
 fn panic(_: &PanicInfo) -> ! {
     hprintln!("panic");
     debug::exit(debug::EXIT_FAILURE);
-    loop {}
+    // Not reached: the semihosting exit ends qemu (a real board would sleep here).
+    loop {
+        cortex_m::asm::wfi();
+    }
 }
