@@ -108,10 +108,9 @@ impl<B: AsRef<[u8]>> Model<B> {
     }
 
     /// Propagates the ego rows of a LightGCN `input` file over its graph into final vectors held
-    /// in memory (`(n_users + n_items) · d_max` floats; as much again plus the smaller side's rows while it
-    /// runs), once;
-    /// every later call, and every call on another kind of file, does nothing. O(layers · edges
-    /// · d_max). See the module `propagate` docs in the crate source and spec §7.5.
+    /// in memory (`(n_users + n_items) · d_max` floats; as much again plus the smaller side's
+    /// rows while it runs), once; every later call, and every call on another kind of file, does
+    /// nothing. O(layers · edges · d_max). See the module `propagate` docs in the crate source and spec §7.5.
     #[cfg(feature = "alloc")]
     pub fn propagate(&mut self) -> Result<(), Error> {
         if self.needs_propagation() {

@@ -50,14 +50,6 @@ fn filled<T: Clone>(len: usize, value: T) -> Result<Vec<T>, Error> {
     Ok(v)
 }
 
-fn zeros(len: usize) -> Result<Vec<f32>, Error> {
-    filled(len, 0.0)
-}
-
-fn u32s(len: usize) -> Result<Vec<u32>, Error> {
-    filled(len, 0)
-}
-
 /// `offsets[k] .. offsets[k + 1]` of a CSR offset array (empty past the end).
 fn bounds(offsets: &[u32], k: usize) -> (u32, u32) {
     (offsets.get(k).copied().unwrap_or(0), offsets.get(k + 1).copied().unwrap_or(0))
@@ -78,7 +70,7 @@ struct ItemSide {
 
 fn item_side(g: &PropagationGraph<'_>, n_items: usize) -> Result<ItemSide, Error> {
     let edges = g.items.len();
-    let mut offsets = u32s(n_items.checked_add(1).ok_or(Error::OutOfMemory { bytes: u64::MAX })?)?;
+    let mut offsets = filled(n_items.checked_add(1).ok_or(Error::OutOfMemory { bytes: u64::MAX })?, 0u32)?;
     for &i in g.items {
         if let Some(slot) = offsets.get_mut(i as usize + 1) {
             *slot += 1;
@@ -91,7 +83,7 @@ fn item_side(g: &PropagationGraph<'_>, n_items: usize) -> Result<ItemSide, Error
         }
     }
     let mut fill = offsets.clone();
-    let (mut users, mut edge) = (u32s(edges)?, u32s(edges)?);
+    let (mut users, mut edge) = (filled(edges, 0u32)?, filled(edges, 0u32)?);
     // Users in increasing order, so each item's list comes out increasing (a counting sort).
     for u in 0..g.user_offsets.len().saturating_sub(1) {
         let (start, end) = bounds(g.user_offsets, u);
@@ -157,7 +149,7 @@ impl FinalVectors {
         let user_rows = n_users * width; // ≤ len: cannot overflow
 
         // Layer 0: the stored rows, zero past each width.
-        let mut x = zeros(len)?;
+        let mut x = filled(len, 0.0f32)?;
         {
             let (users, items) = x.split_at_mut(user_rows);
             for (u, row) in users.chunks_exact_mut(width.max(1)).enumerate() {
@@ -183,7 +175,7 @@ impl FinalVectors {
             b.saturating_sub(a)
         };
         // One weight per edge, in the user-side order.
-        let mut weights = zeros(g.items.len())?;
+        let mut weights = filled(g.items.len(), 0.0f32)?;
         for u in 0..n_users {
             let (a, b) = bounds(g.user_offsets, u);
             for e in a..b {
@@ -202,7 +194,7 @@ impl FinalVectors {
             // (from the first side's layer-k rows, still in `x`), and scratch is copied back.
             // Every row is the same sum in the same order as with two full buffers.
             let users_first = n_users <= n_items;
-            let mut scratch = zeros(if users_first { user_rows } else { len - user_rows })?;
+            let mut scratch = filled(if users_first { user_rows } else { len - user_rows }, 0.0f32)?;
             for _ in 0..g.layers {
                 let (users, items) = x.split_at_mut(user_rows);
                 if users_first {
