@@ -19,7 +19,9 @@ use crate::graph::Adjacency;
 /// Each backbone's default is [`crate::backbone::BackboneKind::default_placement`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
-    /// Ego table cut; final vectors dense (the paper's; not exportable within the budget).
+    /// Ego table cut; final vectors dense (the paper's). LightGCN exports the cut ego rows and the
+    /// training graph, propagated by the runtime at load; NGCF's cannot be exported (its
+    /// propagation has weights and its final vectors are dense).
     Input,
     /// Full-width ego table; final vectors cut (exportable).
     Output,

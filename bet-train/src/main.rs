@@ -31,7 +31,7 @@ enum ModelArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum PlacementArg {
-    /// Ego table cut, final vectors dense (the paper's; not exportable).
+    /// Ego table cut, final vectors dense (the paper's; LightGCN ships ego rows + graph, NGCF cannot export).
     Input,
     /// Final vectors cut (exportable).
     Output,

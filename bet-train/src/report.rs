@@ -221,10 +221,11 @@ pub fn inspect(path: &Path) -> Result<Inspection, FileProblem> {
         checksums: file.verify_checksums().map_or_else(|e| e.to_string(), |()| "ok".into()),
         values: file.validate_values().map_or_else(|e| e.to_string(), |()| "finite".into()),
         external_ids: [file.user_ids().is_some(), file.item_ids().is_some()],
-        graph: file.graph().map(|g| GraphReport {
+        // Both are `Some` exactly when the file carries a graph (an `input` file).
+        graph: file.graph().zip(file.propagated_bytes()).map(|(g, propagated_bytes)| GraphReport {
             layers: g.layers,
             edges: g.edges() as u64,
-            propagated_bytes: file.propagated_bytes().unwrap_or(0),
+            propagated_bytes,
         }),
         provenance: ProvenanceReport {
             dataset: p.dataset.into(),

@@ -64,6 +64,20 @@ int main(int argc, char **argv) {
     size_t probed = 0;
     int32_t first = bet_top_k(model, 0, 10, NULL, 0, probe, 16, &probed);
     EXPECT(first == BET_OK || first == BET_ERR_NOT_PROPAGATED);
+#ifdef BET_TEST_WITHOUT_ALLOC
+    /* The library built without an allocator (`--no-default-features`, as on a device): an
+       input file cannot be propagated, says so, and stays unscorable; other files score. */
+    if (first == BET_ERR_NOT_PROPAGATED) {
+        EXPECT(bet_propagate(model) == BET_ERR_MEMORY);
+        EXPECT(bet_top_k(model, 0, 10, NULL, 0, probe, 16, &probed) == BET_ERR_NOT_PROPAGATED);
+        EXPECT(bet_close(model) == BET_OK);
+        printf("input file refused: BET_ERR_MEMORY\n");
+        fprintf(stderr, "C API without an allocator: %d failures\n", failures);
+        free(mem);
+        free(bytes);
+        return failures == 0 ? 0 : 1;
+    }
+#endif
     EXPECT(bet_propagate(NULL) == BET_ERR_NULL);
     EXPECT(bet_propagate(model) == BET_OK);
     EXPECT(bet_propagate(model) == BET_OK); /* a second call changes nothing */
