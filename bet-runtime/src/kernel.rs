@@ -84,6 +84,50 @@ pub(crate) fn dot<T: Widen>(u: &[f32], x: &[T]) -> f32 {
     reduce(acc)
 }
 
+/// NaN scores are reported as the canonical quiet NaN (bit patterns of NaN differ by target).
+#[inline(always)]
+pub(crate) fn canonical(s: f32) -> f32 {
+    if s.is_nan() { f32::NAN } else { s }
+}
+
+/// Most users [`rank_dense_users`] ranks in one pass over the items. Measured on a Gowalla
+/// `input` file (2,000 users, `bet rank`): 4 users a pass 0.34 ms a user, 8 0.33 ms, 16 0.28 ms,
+/// one at a time 1.1 ms; 8 keeps the pass's state near 1 KiB of stack.
+#[cfg(feature = "alloc")]
+pub(crate) const USERS_PER_PASS: usize = 8;
+
+/// One user of a pass: its final vector, its filter and its top-k so far.
+#[cfg(feature = "alloc")]
+pub(crate) struct PassUser<'v, 'f, 'o> {
+    /// The user's final vector.
+    pub vector: &'v [f32],
+    /// Which items the user may get.
+    pub filter: Filter<'f>,
+    /// The user's best items so far.
+    pub collector: Collector<'o>,
+}
+
+/// Ranks up to [`USERS_PER_PASS`] users in one pass over dense item rows (`width` floats each,
+/// in item order). Each score is `canonical(dot(user, row))`, exactly what the one-user path
+/// computes, and each user's candidates reach its collector in item order, so every top-k is
+/// the one-user path's, bit for bit. What changes is the memory traffic: a row is read from
+/// memory once for all the users of the pass (then from L1), where one user at a time streams
+/// the whole item table (21 MB for Gowalla at 128 wide) per user. `width` must not be 0.
+#[cfg(feature = "alloc")]
+#[inline(always)]
+pub(crate) fn rank_dense_users(items: &[f32], width: usize, users: &mut [Option<PassUser<'_, '_, '_>>]) {
+    for (index, row) in (0u32..).zip(items.chunks_exact(width.max(1))) {
+        for user in users.iter_mut().flatten() {
+            let score = canonical(dot(user.vector, row));
+            // The cheap test first: once a user's collector is full, few items beat its worst.
+            // (Both tests are pure, so their order does not change what is offered.)
+            if user.collector.may_enter(score) && user.filter.admits(index) {
+                user.collector.offer(Scored { index, score });
+            }
+        }
+    }
+}
+
 /// `dot` of `u` with a row of either dtype.
 #[inline]
 pub(crate) fn dot_values(u: &[f32], x: Values<'_>) -> f32 {

@@ -6,7 +6,7 @@ use bet_format::{BetFile, FileLayout, MAX_VECTOR_WIDTH, MaskPlacement, ModelKind
 use crate::Error;
 #[cfg(feature = "alloc")]
 use crate::kernel::dot;
-use crate::kernel::{Kernel, RunTable, Sink, dot_row, scan_items};
+use crate::kernel::{Kernel, RunTable, Sink, canonical, dot_row, scan_items};
 use crate::ncf::NcfUser;
 use crate::topk::{Collector, Filter, ItemSet, Scored};
 
@@ -334,11 +334,77 @@ impl<B: AsRef<[u8]>> Model<B> {
         if counts.len() < users.len() {
             return Err(Error::OutputTooSmall { needed: users.len(), got: counts.len() });
         }
-        for (i, ((&user, chunk), count)) in
-            users.iter().zip(out.chunks_mut(kk.max(1))).zip(counts.iter_mut()).enumerate()
+        #[cfg(feature = "alloc")]
+        if let Some(p) = self.propagated()
+            && kk > 0
+            && p.width() > 0
+            && self.summary().model != ModelKind::Ncf
         {
+            return self.top_k_batch_propagated(p, users, kk, filter_for, out, counts);
+        }
+        for (i, (&user, count)) in users.iter().zip(counts.iter_mut()).enumerate() {
             let filter = filter_for(i, user);
+            // In range: `users.len() * kk` was checked above. With `kk == 0` every user still
+            // gets its checks and a count of 0.
+            let chunk = out.get_mut(i * kk..(i + 1) * kk).unwrap_or(&mut []);
             *count = self.top_k(user, kk, &filter, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// [`top_k_batch`](Self::top_k_batch) over propagated vectors: users in passes of
+    /// [`USERS_PER_PASS`](crate::kernel::USERS_PER_PASS), each item row read once per pass. The
+    /// answers, and the error (the first in user order, after the users before it are written),
+    /// are the one-user path's: a pass with an invalid user, or a user with an allow-list (which
+    /// the one-user path walks instead of scanning), is ranked one user at a time.
+    #[cfg(feature = "alloc")]
+    fn top_k_batch_propagated<'f>(
+        &self,
+        p: &crate::propagate::FinalVectors,
+        users: &[u32],
+        kk: usize,
+        mut filter_for: impl FnMut(usize, u32) -> Filter<'f>,
+        out: &mut [Scored],
+        counts: &mut [usize],
+    ) -> Result<(), Error> {
+        use crate::kernel::{PassUser, USERS_PER_PASS, rank_dense_users};
+        let n_items = self.summary().n_items;
+        let avx2 = if self.kernel == Kernel::Avx2F16c { crate::audited::avx2_token() } else { None };
+        let passes = users.chunks(USERS_PER_PASS).zip(out.chunks_mut(kk * USERS_PER_PASS));
+        for (pass_no, ((pass, pass_out), pass_counts)) in passes.zip(counts.chunks_mut(USERS_PER_PASS)).enumerate() {
+            let first = pass_no * USERS_PER_PASS;
+            let mut filters = [Filter::NONE; USERS_PER_PASS];
+            for ((j, &user), filter) in pass.iter().enumerate().zip(filters.iter_mut()) {
+                *filter = filter_for(first + j, user);
+            }
+            let together = pass.iter().zip(&filters).all(|(&user, filter)| {
+                self.check_user(user).is_ok()
+                    && filter.check(n_items).is_ok()
+                    && !matches!(filter.allow, Some(ItemSet::Sorted(_)))
+            });
+            if !together {
+                for (((&user, filter), chunk), count) in
+                    pass.iter().zip(&filters).zip(pass_out.chunks_mut(kk)).zip(pass_counts.iter_mut())
+                {
+                    *count = self.top_k(user, kk, filter, chunk)?;
+                }
+                continue;
+            }
+            let mut chunks = pass_out.chunks_mut(kk);
+            let mut ranked: [Option<PassUser<'_, '_, '_>>; USERS_PER_PASS] = core::array::from_fn(|j| {
+                let (user, chunk) = (pass.get(j)?, chunks.next()?);
+                let filter = filters.get(j).copied().unwrap_or(Filter::NONE);
+                Some(PassUser { vector: p.user(*user), filter, collector: Collector::new(chunk) })
+            });
+            match avx2 {
+                Some(token) => crate::audited::rank_dense_users_avx2(token, p.items(), p.width(), &mut ranked),
+                None => rank_dense_users(p.items(), p.width(), &mut ranked),
+            }
+            for (user, count) in ranked.into_iter().zip(pass_counts.iter_mut()) {
+                if let Some(user) = user {
+                    *count = user.collector.finish();
+                }
+            }
         }
         Ok(())
     }
@@ -488,10 +554,4 @@ fn ncf_dense<'a>(file: &BetFile<'a>) -> Result<bet_format::NcfDense<'a>, Error> 
 
 fn ncf_item_rows<'a>(file: &BetFile<'a>, item: u32) -> (Option<Row<'a>>, Option<Row<'a>>) {
     (file.items().row(item), file.item_gmf().and_then(|t| t.row(item)))
-}
-
-/// NaN scores are reported as the canonical quiet NaN (bit patterns of NaN differ by target).
-#[inline]
-fn canonical(s: f32) -> f32 {
-    if s.is_nan() { f32::NAN } else { s }
 }

@@ -230,6 +230,16 @@ impl FinalVectors {
         self.rows.get(start..start.saturating_add(self.width)).unwrap_or(&[])
     }
 
+    /// Every item's final vector, item order, `width` floats each.
+    pub(crate) fn items(&self) -> &[f32] {
+        self.rows.get(self.n_users.saturating_mul(self.width)..).unwrap_or(&[])
+    }
+
+    /// Floats per vector.
+    pub(crate) fn width(&self) -> usize {
+        self.width
+    }
+
     /// Bytes held.
     pub(crate) fn bytes(&self) -> usize {
         self.rows.len() * 4

@@ -100,3 +100,29 @@ fn hot_paths_never_allocate() {
         assert_eq!(written, 40 * 20 * 3 + 40, "{kind:?}: the counted work did not run fully");
     }
 }
+
+#[test]
+fn ranking_a_propagated_input_file_never_allocates() {
+    // Propagation allocates once (the final vectors), before counting; ranking after it, one user
+    // or a batch (several users per pass over the items), does not.
+    let file =
+        bet_format::testing::random_input_file(30, 50, 24, 3, 11, ValueDtype::F32, ValueLayout::RowMajor).unwrap();
+    let bytes = AlignedBytes::new(&file.bytes);
+    let mut model = Model::new(bytes.as_bytes()).unwrap();
+    model.propagate().unwrap();
+    let exclusions: Vec<Vec<u32>> = (0..30u32).map(|u| (0..50).filter(|i| (i + u) % 4 == 0).collect()).collect();
+    let users: Vec<u32> = (0..30).collect();
+    let (mut out, mut batch, mut counts) = (vec![Scored::EMPTY; 10], vec![Scored::EMPTY; 30 * 10], vec![0usize; 30]);
+    let (allocs, written) = allocations_during(|| {
+        let mut written = 0;
+        for &u in &users {
+            let filter = Filter { exclude: Some(ItemSet::Sorted(&exclusions[u as usize])), allow: None };
+            written += model.top_k(u, 10, &filter, &mut out).unwrap();
+        }
+        let filter_of = |i: usize, _| Filter { exclude: Some(ItemSet::Sorted(&exclusions[i])), allow: None };
+        model.top_k_batch(&users, 10, filter_of, &mut batch, &mut counts).unwrap();
+        written + counts.iter().sum::<usize>()
+    });
+    assert_eq!(allocs, 0, "{allocs} heap allocations ranking propagated vectors");
+    assert_eq!(written, 30 * 10 * 2, "the counted work did not run fully");
+}

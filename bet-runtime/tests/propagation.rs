@@ -180,3 +180,78 @@ proptest::proptest! {
         }
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32),
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+    /// `top_k_batch` over propagated vectors ranks several users per pass over the items: with
+    /// either kernel, every user's answer (bits, count) is the one-user `top_k`'s, whatever the
+    /// filters (exclusions, bitset and sorted allow-lists), the batch length (partial last pass,
+    /// repeated users) and `k`; a user out of range gives the one-user error, after the users
+    /// before it are answered.
+    #[test]
+    fn batches_over_propagated_vectors_answer_as_one_user_at_a_time(
+        n_users in 1usize..24,
+        n_items in 1usize..40,
+        d_max in 1u32..40,
+        seed in 0u64..1_000_000,
+        k in 0usize..45,
+        batch in proptest::collection::vec(0u32..24, 0..40),
+        bad_at in proptest::option::of(0usize..40),
+    ) {
+        let file = bet_format::testing::random_input_file(
+            n_users, n_items, d_max, 3, seed, bet_format::ValueDtype::F32, bet_format::ValueLayout::RowMajor,
+        ).unwrap();
+        let bytes = AlignedBytes::new(&file.bytes);
+        let mut users: Vec<u32> = batch.iter().map(|&u| u % n_users as u32).collect();
+        if let Some(j) = bad_at.filter(|&j| j < users.len()) {
+            users[j] = n_users as u32; // out of range
+        }
+        // Per position: exclusions of every third item from a user-dependent start; every fourth
+        // position a bitset allow-list, every seventh a sorted allow-list.
+        let exclusions: Vec<Vec<u32>> =
+            users.iter().map(|&u| (u as usize % 3..n_items).step_by(3).map(|i| i as u32).collect()).collect();
+        let bits: Vec<u64> = vec![0xA5A5_5A5A_F0F0_0F0F; n_items.div_ceil(64)];
+        let allowed: Vec<u32> = (0..n_items as u32).filter(|i| i % 2 == 0).collect();
+        let filter_of = |j: usize| Filter {
+            exclude: Some(ItemSet::Sorted(&exclusions[j])),
+            allow: match j {
+                j if j % 4 == 1 => Some(ItemSet::Bits(&bits)),
+                j if j % 7 == 2 => Some(ItemSet::Sorted(&allowed)),
+                _ => None,
+            },
+        };
+        let kk = k.min(n_items);
+        for kernel in [bet_runtime::Kernel::Portable, bet_runtime::Kernel::Avx2F16c] {
+            if !kernel.is_supported() {
+                continue;
+            }
+            let mut model = Model::new(bytes.clone()).unwrap();
+            model.set_kernel(kernel).unwrap();
+            model.propagate().unwrap();
+            let mut out = vec![Scored::EMPTY; users.len() * kk];
+            let mut counts = vec![usize::MAX; users.len()];
+            let got = model.top_k_batch(&users, k, |j, _| filter_of(j), &mut out, &mut counts);
+            let mut one = vec![Scored::EMPTY; kk];
+            for (j, &user) in users.iter().enumerate() {
+                match model.top_k(user, k, &filter_of(j), &mut one) {
+                    Ok(n) => {
+                        proptest::prop_assert_eq!(counts[j], n, "{:?} position {} user {}", kernel, j, user);
+                        let (a, b) = (&out[j * kk..j * kk + n], &one[..n]);
+                        let bits = |s: &[Scored]| s.iter().map(|s| (s.index, s.score.to_bits())).collect::<Vec<_>>();
+                        proptest::prop_assert_eq!(bits(a), bits(b), "{:?} position {} user {}", kernel, j, user);
+                    }
+                    Err(e) => {
+                        proptest::prop_assert_eq!(got, Err(e), "{:?}: the batch stops with the first error", kernel);
+                        break;
+                    }
+                }
+            }
+            if users.iter().all(|&u| (u as usize) < n_users) {
+                proptest::prop_assert!(got.is_ok());
+            }
+        }
+    }
+}

@@ -355,26 +355,38 @@ pub fn evaluate_runtime<B: AsRef<[u8]> + Sync>(
         Target::Validation => &split.validation,
         Target::Test => &split.test,
     };
-    let per_user: Vec<Option<[f64; 6]>> = users
-        .par_iter()
-        .map_init(Vec::new, |buffer, &u| -> Result<Option<[f64; 6]>> {
-            let positives = held_out.of(u as usize);
-            if positives.is_empty() {
-                return Ok(None);
+    let kk = 20.min(split.n_items);
+    // Blocks of users through `top_k_batch` (an `input` file's dense vectors are then read once
+    // per pass of several users); the per-user figures are added in user order, as before.
+    let per_block: Vec<Vec<Option<[f64; 6]>>> = users
+        .par_chunks(64)
+        .map(|block| -> Result<Vec<Option<[f64; 6]>>> {
+            let ranked: Vec<u32> = block.iter().copied().filter(|&u| !held_out.of(u as usize).is_empty()).collect();
+            let mut buffer = Vec::new();
+            let exclusions: Vec<Vec<u32>> =
+                ranked.iter().map(|&u| excluded(split, target, u as usize, &mut buffer).to_vec()).collect();
+            let mut out = vec![Scored::EMPTY; ranked.len() * kk];
+            let mut counts = vec![0usize; ranked.len()];
+            let filter_of = |j: usize, _| Filter { exclude: Some(ItemSet::Sorted(&exclusions[j])), allow: None };
+            runtime.top_k_batch(&ranked, kk, filter_of, &mut out, &mut counts)?;
+            let mut j = 0; // position in `ranked`
+            let mut metrics = Vec::with_capacity(block.len());
+            for &u in block {
+                let positives = held_out.of(u as usize);
+                if positives.is_empty() {
+                    metrics.push(None);
+                    continue;
+                }
+                let top = out.get(j * kk..j * kk + counts[j]).unwrap_or(&[]);
+                let indices: Vec<u32> = top.iter().map(|s| s.index).collect();
+                metrics.push(Some(user_metrics_of(&indices, positives)));
+                j += 1;
             }
-            let filter =
-                Filter { exclude: Some(ItemSet::Sorted(excluded(split, target, u as usize, buffer))), allow: None };
-            let mut out = [Scored::EMPTY; 20];
-            let n = runtime.top_k(u, 20, &filter, &mut out)?;
-            let mut ranked = [0u32; 20];
-            for (r, s) in ranked.iter_mut().zip(&out[..n]) {
-                *r = s.index;
-            }
-            Ok(Some(user_metrics_of(&ranked[..n], positives)))
+            Ok(metrics)
         })
         .collect::<Result<_>>()?;
     let mut sums = crate::eval::MetricSums::default();
-    for m in per_user {
+    for m in per_block.into_iter().flatten() {
         sums.add_user(m);
     }
     Ok(sums.means())

@@ -9,6 +9,7 @@ use bet_runtime::{Filter, Kernel, Model, Scored};
 use bet_train::report::{self, Limits};
 use bet_train::synthetic::{SyntheticModel, zipf_frequencies};
 use clap::{Parser, Subcommand, ValueEnum};
+use rayon::prelude::*;
 
 #[derive(Parser)]
 #[command(name = "bet", version, about = "Budgeted embedding tables: inspect, verify and benchmark .bet files")]
@@ -260,9 +261,33 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let cells: Vec<String> = top.iter().map(|s| format!("{}:{:08x}", s.index, s.score.to_bits())).collect();
                 bet_train::out!("{label}: {}", cells.join(" "));
             };
-            for user in users {
-                let got = model.top_k(user, k, &filter, &mut out)?;
-                line(format!("user {user}"), &out[..got]);
+            // In batches, on every core: over an `input` file's dense vectors the runtime ranks
+            // several users per pass over the items (the same answers as one at a time). Lines
+            // are printed in the users' order, up to the first user that fails.
+            const BATCH: usize = 64;
+            let ranked: Vec<_> = users
+                .par_chunks(BATCH)
+                .map(|batch| {
+                    let (mut top, mut counts) = (vec![Scored::EMPTY; n * batch.len()], vec![0usize; batch.len()]);
+                    let result = model.top_k_batch(batch, n, |_, _| filter, &mut top, &mut counts);
+                    (top, counts, result)
+                })
+                .collect();
+            for (batch, (top, counts, result)) in users.chunks(BATCH).zip(ranked) {
+                if let Err(e) = result {
+                    // The users before the failing one, then its error (as one at a time).
+                    for &user in batch {
+                        let mut one = vec![Scored::EMPTY; n];
+                        match model.top_k(user, n, &filter, &mut one) {
+                            Ok(got) => line(format!("user {user}"), &one[..got]),
+                            Err(_) => break,
+                        }
+                    }
+                    return Err(e.into());
+                }
+                for (j, (user, &got)) in batch.iter().zip(&counts).enumerate() {
+                    line(format!("user {user}"), top.get(j * n..j * n + got).unwrap_or(&[]));
+                }
             }
             if !vector.is_empty() {
                 let got = model.top_k_for_vector(bet_runtime::UserVector::Dot(&vector), k, &Filter::NONE, &mut out)?;

@@ -15,6 +15,8 @@
 //! - `scan_groups` does the same for blocked groups (8 rows stored dimension-major): one
 //!   accumulator per lane `l`, holding 8 rows; each sums `t ≡ l (mod 8)` in increasing `t`,
 //!   and the reduction tree is applied vertically — again exactly `kernel::dot` per row.
+//! - `rank_dense_users_avx2` calls safe code compiled with AVX2 enabled; the only `unsafe` is
+//!   the call itself, made only with a token proving the CPU has AVX2.
 //! - `Model::map` is an `unsafe fn`: the caller promises the file is not modified or truncated
 //!   while mapped (that would be undefined behaviour or SIGBUS, as for every mmap reader).
 
@@ -46,6 +48,33 @@ pub(crate) struct Avx2Token(());
 /// A token when the CPU has AVX2 and F16C.
 pub(crate) fn avx2_token() -> Option<Avx2Token> {
     avx2_f16c_available().then_some(Avx2Token(()))
+}
+
+/// [`crate::kernel::rank_dense_users`] compiled with AVX2 enabled: the same Rust, so the same
+/// operations in the same order (Rust never fuses a multiply and an add, and `fma` is not
+/// enabled), only on 8-wide registers; the scores are bit-identical to the portable build's (a
+/// unit test in `model.rs` compares them).
+#[cfg(feature = "alloc")]
+#[inline]
+pub(crate) fn rank_dense_users_avx2(
+    token: Avx2Token,
+    items: &[f32],
+    width: usize,
+    users: &mut [Option<crate::kernel::PassUser<'_, '_, '_>>],
+) {
+    let Avx2Token(()) = token;
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        fn with_avx2(items: &[f32], width: usize, users: &mut [Option<crate::kernel::PassUser<'_, '_, '_>>]) {
+            crate::kernel::rank_dense_users(items, width, users);
+        }
+        // SAFETY: the token exists only when the CPU runs AVX2, the one requirement of a
+        // `target_feature` function; its body is safe code.
+        unsafe { with_avx2(items, width, users) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    crate::kernel::rank_dense_users(items, width, users);
 }
 
 /// Rows of equal width, contiguous in a values section.
