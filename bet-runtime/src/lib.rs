@@ -14,7 +14,10 @@
 //! A LightGCN file with the paper's `input` placement (format 1.1) stores ego rows and the
 //! training graph instead of final vectors: `Model::propagate` (feature `alloc`) computes the
 //! dense final vectors once, at load, and only then does it score; until then every scoring call
-//! returns [`Error::NotPropagated`]. Files of every other placement are read in place.
+//! returns [`Error::NotPropagated`]. Files of every other placement are read in place. Those
+//! final vectors are dense, so ranking streams the whole item table per user:
+//! [`Model::top_k_batch`] ranks 8 users per pass over it instead (the same answers, bit for bit,
+//! at about a third of the CPU time a user on Gowalla; `BENCHMARKS.md`).
 //!
 //! Scores are bit-identical on every target: the accumulation order is fixed
 //! by the spec, f16 is widened exactly, no fused multiply-add is used, and
