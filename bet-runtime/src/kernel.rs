@@ -90,9 +90,10 @@ pub(crate) fn canonical(s: f32) -> f32 {
     if s.is_nan() { f32::NAN } else { s }
 }
 
-/// Most users [`rank_dense_users`] ranks in one pass over the items. Measured on a Gowalla
-/// `input` file (2,000 users, `bet rank`): 4 users a pass 0.34 ms a user, 8 0.33 ms, 16 0.28 ms,
-/// one at a time 1.1 ms; 8 keeps the pass's state near 1 KiB of stack.
+/// Most users [`rank_dense_users`] ranks in one pass over the items. Measured by changing this
+/// constant, on a Gowalla `input` file (`bet rank` of 2,000 users, BENCHMARKS.md has the file's
+/// command; a training run shared the cores): 4 users a pass 0.34 ms a user, 8 0.33 ms, 16
+/// 0.28 ms, one at a time 1.1 ms; 8 keeps the pass's state near 1 KiB of stack.
 #[cfg(feature = "alloc")]
 pub(crate) const USERS_PER_PASS: usize = 8;
 

@@ -370,7 +370,7 @@ impl<B: AsRef<[u8]>> Model<B> {
         use crate::kernel::{PassUser, USERS_PER_PASS, rank_dense_users};
         let n_items = self.summary().n_items;
         let avx2 = if self.kernel == Kernel::Avx2F16c { crate::audited::avx2_token() } else { None };
-        let passes = users.chunks(USERS_PER_PASS).zip(out.chunks_mut(kk * USERS_PER_PASS));
+        let passes = users.chunks(USERS_PER_PASS).zip(out.chunks_mut(kk.saturating_mul(USERS_PER_PASS)));
         for (pass_no, ((pass, pass_out), pass_counts)) in passes.zip(counts.chunks_mut(USERS_PER_PASS)).enumerate() {
             let first = pass_no * USERS_PER_PASS;
             let mut filters = [Filter::NONE; USERS_PER_PASS];

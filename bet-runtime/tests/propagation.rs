@@ -140,11 +140,16 @@ fn other_files_need_no_propagation() {
     assert_eq!(model.score(0, 1).unwrap().to_bits(), before.to_bits());
 }
 
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig {
+/// 32 cases unless `PROPTEST_CASES` says otherwise (CI's cross runs use fewer).
+fn config() -> proptest::prelude::ProptestConfig {
+    proptest::prelude::ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32),
         ..proptest::prelude::ProptestConfig::default()
-    })]
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(config())]
     /// Random graphs (isolated users and items included), widths, layer counts, dtypes and
     /// storage orders: the written file reads back with the same graph, and every propagated
     /// score matches the formula in f64.
@@ -182,10 +187,7 @@ proptest::proptest! {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(32),
-        ..proptest::prelude::ProptestConfig::default()
-    })]
+    #![proptest_config(config())]
     /// `top_k_batch` over propagated vectors ranks several users per pass over the items: with
     /// either kernel, every user's answer (bits, count) is the one-user `top_k`'s, whatever the
     /// filters (exclusions, bitset and sorted allow-lists), the batch length (partial last pass,

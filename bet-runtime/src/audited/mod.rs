@@ -52,8 +52,8 @@ pub(crate) fn avx2_token() -> Option<Avx2Token> {
 
 /// [`crate::kernel::rank_dense_users`] compiled with AVX2 enabled: the same Rust, so the same
 /// operations in the same order (Rust never fuses a multiply and an add, and `fma` is not
-/// enabled), only on 8-wide registers; the scores are bit-identical to the portable build's (a
-/// unit test in `model.rs` compares them).
+/// enabled), only on 8-wide registers; the scores are bit-identical to the portable build's (the
+/// proptest `batches_over_propagated_vectors_answer_as_one_user_at_a_time` compares both).
 #[cfg(feature = "alloc")]
 #[inline]
 pub(crate) fn rank_dense_users_avx2(
