@@ -736,6 +736,89 @@ fn refit_ships_a_model_trained_on_train_and_validation() {
     assert!(err.contains("--epochs"), "{err}");
 }
 
+/// `bet search --status` reads what a search's checkpoints hold, trains and writes nothing, and
+/// agrees with the report of the run it watches: before it starts, after it ends, and with its
+/// search record cut back as a kill in the middle of the search leaves it.
+#[test]
+fn search_status_reports_what_finished_without_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("ckpt");
+    let out = dir.path().join("m.bet");
+    let extra = ["--iterations", "4", "--candidates", "5", "--retrain-top", "2", "--refit"];
+    let args = tiny_search_args(&ckpt, &out, &extra);
+    let status = |json: bool| -> (String, serde_json::Value) {
+        let mut with = args.clone();
+        with.push("--status".into());
+        if json {
+            with.push("--json".into());
+        }
+        let output = Command::new(env!("CARGO_BIN_EXE_bet")).args(&with).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let text = String::from_utf8(output.stdout).unwrap();
+        let value = if json { serde_json::from_str(&text).unwrap() } else { serde_json::Value::Null };
+        (text, value)
+    };
+
+    let (_, before) = status(true);
+    assert_eq!(before["schema"], "bet-search-status/1");
+    assert_eq!(before["phase"], "pretrain", "{before}");
+    assert!(before["status"]["pretrain"].is_null() && before["status"]["evaluated"] == serde_json::json!([]));
+    assert!(!ckpt.exists() && !out.exists(), "--status wrote something");
+
+    let run = Command::new(env!("CARGO_BIN_EXE_bet")).args(&args).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap();
+    let (_, after) = status(true);
+    let s = &after["status"];
+    assert_eq!(after["phase"], "export", "{after}");
+    assert_eq!(s["evaluated"], report["evaluated"], "the replayed search differs from the run's");
+    let retrained = report["retrained"].as_array().unwrap();
+    let retrain = s["retrain"].as_array().unwrap();
+    assert_eq!(retrain.len(), retrained.len());
+    for (r, t) in retrained.iter().zip(retrain) {
+        assert_eq!(r["evaluated"], t["evaluated"], "{after}");
+        assert_eq!(r["steps"], t["training"]["steps"], "{after}");
+        assert_eq!(r["best_step"], t["training"]["best_step"], "{after}");
+        assert_eq!(t["training"]["finished"], true);
+    }
+    assert_eq!(s["refit"]["training"]["steps"], report["refit"]["steps"], "{after}");
+    assert_eq!(s["pretrain"]["steps"], report["pretrain_steps"]);
+    // The report's phases also count what follows the last save (restoring the best state, the
+    // last predictor update, the retrained models' validations): the status's are at most those.
+    for phase in ["pretrain", "search", "retrain"] {
+        let (a, b) = (after["seconds"][phase].as_f64().unwrap(), report["seconds"][phase].as_f64().unwrap());
+        assert!(a > 0.0 && a <= b, "{phase}: status {a} s, report {b} s");
+    }
+    let (text, _) = status(false);
+    assert!(text.starts_with("phase: export\npretrain: finished,"), "{text}");
+    assert!(text.contains("retrain 2 of 2 (action ") && text.contains("refit (action "), "{text}");
+
+    // A search killed after two of its four iterations: its record holds two fitness values.
+    let record_path = std::fs::read_dir(&ckpt)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("search-"))
+        .unwrap();
+    let mut record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    for field in ["fitness_bits", "seconds"] {
+        record[field].as_array_mut().unwrap().truncate(2);
+    }
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let (_, cut) = status(true);
+    assert_eq!(cut["phase"], "search", "{cut}");
+    assert_eq!(cut["status"]["evaluated"].as_array().unwrap()[..], report["evaluated"].as_array().unwrap()[..2]);
+    assert_eq!(cut["status"]["retrain"], serde_json::json!([]), "{cut}");
+    let (text, _) = status(false);
+    assert!(text.contains("search: 2 of 4 evaluated"), "{text}");
+
+    // --json means nothing without --status.
+    let mut wrong = args.clone();
+    wrong.push("--json".into());
+    let output = Command::new(env!("CARGO_BIN_EXE_bet")).args(&wrong).output().unwrap();
+    assert!(!output.status.success() && String::from_utf8_lossy(&output.stderr).contains("--status"));
+}
+
 /// Output into a closed pipe (`bet rank ... | head -1`) ends quietly instead of panicking.
 #[test]
 fn a_closed_stdout_is_not_a_panic() {

@@ -548,6 +548,14 @@ struct SearchArgs {
     /// Directory of checkpoints (default: the user cache directory, never the work tree).
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
+    /// Print how far this search has come (the same flags name the same run), read from its
+    /// checkpoints: phases, wall time per phase, every evaluated action, each retraining's steps.
+    /// Trains and writes nothing, so it can watch a running search or one a kill stopped.
+    #[arg(long)]
+    status: bool,
+    /// With --status: print it as JSON (schema bet-search-status/1).
+    #[arg(long, requires = "status")]
+    json: bool,
 }
 
 fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
@@ -620,6 +628,11 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         config.retrain_top,
         config.checkpoint_dir.display()
     );
+    if a.status {
+        let status = bet_train::search::search_status(&split, &config)?;
+        print_search_status(&status, a.json, &config)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut progress = Progress::new(0, "{elapsed_precise} {msg} {pos}/{len}");
     let outcome =
         run_search(&split, &config, |phase, done, total| progress.update(phase, done as u64, total as u64, None))?;
@@ -722,6 +735,86 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
     let title = format!("{} {} on {} (keep {keep})", method.name(), kind.name(), data.name);
     bet_format::write_atomic(&a.out.with_extension("svg"), search_svg(&outcome.evaluated, &title).as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `bet search --status`: what finished, per phase, for a person or (`--json`) a machine.
+fn print_search_status(
+    status: &bet_train::search::SearchStatus,
+    json: bool,
+    config: &bet_train::search::SearchConfig,
+) -> anyhow::Result<()> {
+    let seconds = status.seconds();
+    if json {
+        let report = serde_json::json!({
+            "schema": "bet-search-status/1",
+            "provenance": provenance_report(),
+            "method": config.method.name(),
+            "seed": config.seed,
+            "limit": config.limit,
+            "phase": status.phase(),
+            "seconds": {"pretrain": seconds[0], "search": seconds[1], "retrain": seconds[2]},
+            "status": status,
+        });
+        bet_train::out!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let training = |t: &bet_train::search::TrainingStatus| {
+        let best = t
+            .best_validation
+            .map_or(String::new(), |v| format!(", best validation eq. 13 {v:.4} at step {}", t.best_step));
+        format!(
+            "{} {} of {} steps{best}, {:.0} s",
+            if t.finished { "finished," } else { "at" },
+            t.steps,
+            t.max_steps,
+            t.seconds
+        )
+    };
+    bet_train::out!("phase: {}", status.phase());
+    match &status.pretrain {
+        Some(t) => bet_train::out!("pretrain: {}", training(t)),
+        None => bet_train::out!("pretrain: not started"),
+    }
+    let best =
+        status.evaluated.iter().enumerate().max_by(|a, b| a.1.fitness.total_cmp(&b.1.fitness).then(b.0.cmp(&a.0)));
+    match best {
+        Some((i, e)) => bet_train::out!(
+            "search: {} of {} evaluated, {:.0} s; best fitness {:.4} (action {i}, {})",
+            status.evaluated.len(),
+            status.planned,
+            seconds[1],
+            e.fitness,
+            e.strategy
+        ),
+        None => bet_train::out!("search: 0 of {} evaluated", status.planned),
+    }
+    for e in &status.evaluated {
+        let predicted = e.predicted.map_or(String::from("-"), |p| format!("{p:.4}"));
+        bet_train::out!(
+            "  {:>3} {:<8} fitness {:.4} predicted {predicted} {:.0} s",
+            e.iteration,
+            e.strategy,
+            e.fitness,
+            e.seconds
+        );
+    }
+    for (k, r) in status.retrain.iter().enumerate() {
+        let what = r.training.as_ref().map_or(String::from("not started"), training);
+        bet_train::out!(
+            "retrain {} of {} (action {}, fitness {:.4}): {what}",
+            k + 1,
+            status.retrain.len(),
+            r.evaluated,
+            r.fitness
+        );
+    }
+    if status.refit_planned {
+        match &status.refit {
+            Some(r) => bet_train::out!("refit (action {}): {}", r.evaluated, training(&r.training)),
+            None => bet_train::out!("refit: not started"),
+        }
+    }
+    Ok(())
 }
 
 /// Which build wrote a report: the trainer's version and the git commit it was built from (empty

@@ -116,7 +116,7 @@ pub struct SearchConfig {
 }
 
 /// One evaluated action of the search.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluated {
     /// Iteration.
     pub iteration: usize,
@@ -267,6 +267,25 @@ fn from_scratch_plan(phase: &str, config: &SearchConfig, train: &TrainConfig, wi
     )
 }
 
+/// The search record's fingerprint and file: keyed by the data, the pretrained model, the method,
+/// placement, limit, T, m, h and the fitness subset, so a resumed search finds its own.
+fn search_record(config: &SearchConfig, pretrain_plan: &CheckpointPlan, fitness_users: usize) -> (String, PathBuf) {
+    let fingerprint = crate::checkpoint::fingerprint(&format!(
+        "bet-search/2 {} pretrain {} method {} placement {} limit {} T {} m {} h {} fitness users {}",
+        config.data_fingerprint,
+        pretrain_plan.fingerprint,
+        config.method.name(),
+        Placement::name_of(config.placement),
+        config.limit,
+        config.iterations,
+        config.candidates,
+        config.finetune_epochs,
+        fitness_users
+    ));
+    let path = config.checkpoint_dir.join(format!("search-{fingerprint}.json"));
+    (fingerprint, path)
+}
+
 /// Runs the whole method; `progress(phase, done, total)` follows it.
 pub fn run_search(
     split: &Split,
@@ -274,7 +293,6 @@ pub fn run_search(
     mut progress: impl FnMut(&str, usize, usize),
 ) -> Result<SearchOutcome> {
     let (nu, ni) = (split.n_users, split.n_items);
-    let (user_freq, item_freq) = (split.user_frequency(), split.item_frequency());
     let d = config.d_max as usize;
 
     // 1. Pretraining, shared by every method and budget of this data, backbone and seed.
@@ -293,19 +311,7 @@ pub fn run_search(
 
     // 2. The search (or the baseline's candidates), resumable through the fitness record.
     let search_started = Instant::now();
-    let fingerprint = crate::checkpoint::fingerprint(&format!(
-        "bet-search/2 {} pretrain {} method {} placement {} limit {} T {} m {} h {} fitness users {}",
-        config.data_fingerprint,
-        pretrain_plan.fingerprint,
-        config.method.name(),
-        Placement::name_of(config.placement),
-        config.limit,
-        config.iterations,
-        config.candidates,
-        config.finetune_epochs,
-        users.len()
-    ));
-    let record_path = config.checkpoint_dir.join(format!("search-{fingerprint}.json"));
+    let (fingerprint, record_path) = search_record(config, &pretrain_plan, users.len());
     let mut record = load_record(&record_path, &fingerprint)?;
     // The search phase's time: what earlier processes recorded, plus this one's since `mark`.
     let mut mark = search_started;
@@ -328,6 +334,246 @@ pub fn run_search(
         bet_format::write_atomic(&record_path, &json)?;
         Ok((fitness, seconds))
     };
+    let (evaluated, actions) = search_phase(split, config, &mut progress, |widths, index| {
+        evaluate_widths(&mut *model, widths, index).map(Some)
+    })?;
+    let search_seconds = record.search_seconds + mark.elapsed().as_secs_f64();
+
+    // 3. Selective retraining of the top actions from scratch, choice on validation (eq. 14).
+    let top = retrain_candidates(&evaluated, &actions, config.retrain_top);
+    let mut best: Option<(f64, usize, Box<dyn Backbone>)> = None;
+    let mut retrained = vec![];
+    // Training time from the checkpoints (whole runs, across resumes) plus this process's
+    // validations.
+    let mut retrain_seconds = 0.0;
+    for (k, &i) in top.iter().enumerate() {
+        let (retrain, plan) = retrain_plan(config, &actions[i]);
+        let phase = format!("retrain {} of {}", k + 1, top.len());
+        let mut fresh = config.backbone.build(split, d, config.placement, actions[i].clone(), config.seed)?;
+        let run = train(&mut *fresh, split, &retrain, Some(&plan), |s, _| progress(&phase, s, retrain.max_steps))?;
+        retrain_seconds += run.seconds;
+        let validation_started = Instant::now();
+        let m = evaluate(&*fresh.scorer(), split, Target::Validation, None);
+        retrain_seconds += validation_started.elapsed().as_secs_f64();
+        retrained.push(Retrained { evaluated: i, steps: run.steps, best_step: run.best_step, validation: m });
+        if best.as_ref().is_none_or(|(score, _, _)| m.ensemble() > *score) {
+            best = Some((m.ensemble(), i, fresh));
+        }
+    }
+    let (_, chosen, mut model) = best.ok_or_else(|| Error::Settings("no action to retrain".into()))?;
+    let mut refit = None;
+    if config.refit {
+        // The kept step of the chosen retraining: early stopping chose it on validation, which
+        // the refit trains on, so the refit cannot choose again and runs exactly that long.
+        let steps = retrained.iter().find(|r| r.evaluated == chosen).map_or(0, |r| r.best_step).max(1);
+        progress("refit", 0, steps);
+        let refit_split = split.refit();
+        let (fit, plan) = refit_plan(config, steps, &actions[chosen]);
+        let mut fresh =
+            config.backbone.build(&refit_split, d, config.placement, actions[chosen].clone(), config.seed)?;
+        let run = train(&mut *fresh, &refit_split, &fit, Some(&plan), |s, _| progress("refit", s, steps))?;
+        retrain_seconds += run.seconds;
+        refit = Some(Refit { steps: run.steps, seconds: run.seconds, split: refit_split });
+        model = fresh;
+    }
+    Ok(SearchOutcome {
+        widths: actions[chosen].clone(),
+        model,
+        refit,
+        evaluated,
+        retrained,
+        pretrain_steps: pretraining.steps,
+        reference_fitness: reference,
+        seconds: [pretrain_seconds, search_seconds, retrain_seconds],
+    })
+}
+
+/// One training run's progress, from its checkpoint header (no parameters are used).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrainingStatus {
+    /// Steps done.
+    pub steps: usize,
+    /// The run's step cap.
+    pub max_steps: usize,
+    /// The run ended (early stopping or its cap).
+    pub finished: bool,
+    /// Step of the best validation state so far (early stopping; the last step without it).
+    pub best_step: usize,
+    /// The best validation eq. 13 so far on the training's validation users (trainer-evaluated;
+    /// `None` before the first round or without early stopping).
+    pub best_validation: Option<f64>,
+    /// Wall seconds so far, over every process that worked on the run.
+    pub seconds: f64,
+}
+
+impl TrainingStatus {
+    fn read(plan: &CheckpointPlan, train: &TrainConfig) -> Result<Option<TrainingStatus>> {
+        Ok(crate::checkpoint::TrainState::load(&plan.path, &plan.fingerprint)?.map(|state| {
+            let h = state.header;
+            TrainingStatus {
+                steps: h.step as usize,
+                max_steps: train.max_steps,
+                finished: h.finished,
+                best_step: if train.early_stopping { h.best_step as usize } else { h.step as usize },
+                best_validation: h.best_score,
+                seconds: h.seconds,
+            }
+        }))
+    }
+}
+
+/// One planned selective retraining.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RetrainStatus {
+    /// Index into [`SearchStatus::evaluated`].
+    pub evaluated: usize,
+    /// Its fitness in the search.
+    pub fitness: f64,
+    /// Its training so far (`None`: not started).
+    pub training: Option<TrainingStatus>,
+}
+
+/// The final fit's progress (`SearchConfig::refit`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RefitStatus {
+    /// Index into [`SearchStatus::evaluated`] of the chosen widths.
+    pub evaluated: usize,
+    /// Its training so far.
+    pub training: TrainingStatus,
+}
+
+/// How far a search has come, read from its checkpoints without training anything: what
+/// `bet search --status` prints, so a run that a session's end or a kill stopped can report what
+/// finished, and with what wall time per phase, before it is resumed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SearchStatus {
+    /// The pretraining (`None`: not started).
+    pub pretrain: Option<TrainingStatus>,
+    /// Actions the search evaluates in all (T, or the baseline's candidates).
+    pub planned: usize,
+    /// The actions evaluated so far, in order.
+    pub evaluated: Vec<Evaluated>,
+    /// Wall seconds of the search phase so far (over every process that ran it).
+    pub search_seconds: f64,
+    /// The planned retrainings, in order; empty until the search is complete.
+    pub retrain: Vec<RetrainStatus>,
+    /// The final fit, once its checkpoint exists.
+    pub refit: Option<RefitStatus>,
+    /// Whether a final fit is part of the run.
+    pub refit_planned: bool,
+}
+
+impl SearchStatus {
+    /// The phase the run is in (or would resume in): `pretrain`, `search`, `retrain`, `refit`,
+    /// or `export` when every training is done (the file and report are written at the end of
+    /// the run that finishes them).
+    pub fn phase(&self) -> &'static str {
+        let done = |t: &Option<TrainingStatus>| t.as_ref().is_some_and(|t| t.finished);
+        if !done(&self.pretrain) {
+            "pretrain"
+        } else if self.evaluated.len() < self.planned {
+            "search"
+        } else if !self.retrain.iter().all(|r| done(&r.training)) {
+            "retrain"
+        } else if self.refit_planned && !self.refit.as_ref().is_some_and(|r| r.training.finished) {
+            "refit"
+        } else {
+            "export"
+        }
+    }
+
+    /// Wall seconds per phase so far: pretraining, search, retraining (the refit included), as
+    /// [`SearchOutcome::seconds`] counts them apart from the final validations.
+    pub fn seconds(&self) -> [f64; 3] {
+        let retrain: f64 = self.retrain.iter().filter_map(|r| r.training.as_ref()).map(|t| t.seconds).sum();
+        let refit = self.refit.as_ref().map_or(0.0, |r| r.training.seconds);
+        [self.pretrain.as_ref().map_or(0.0, |t| t.seconds), self.search_seconds, retrain + refit]
+    }
+}
+
+/// Reads how far the search `config` describes has come, from its checkpoint directory, without
+/// training or writing anything. The search's actions are replayed from the record (candidates
+/// and predictor, no fine-tuning), so the retrainings it names are the ones the run trains. The
+/// refit's widths are chosen on validation after the retrainings; the status finds them by the
+/// checkpoint that exists among the retrained actions (the first in retraining order, should
+/// more than one exist).
+pub fn search_status(split: &Split, config: &SearchConfig) -> Result<SearchStatus> {
+    let pretrain_plan = CheckpointPlan::new(&config.checkpoint_dir, &pretrain_description(config));
+    let pretrain = TrainingStatus::read(&pretrain_plan, &config.train)?;
+    let planned = match config.method {
+        Method::Bet | Method::BetRandom | Method::BetPlain => config.iterations,
+        Method::Es | Method::Mr => 1,
+        Method::Freq => 3,
+    };
+    let mut status = SearchStatus {
+        pretrain,
+        planned,
+        evaluated: vec![],
+        search_seconds: 0.0,
+        retrain: vec![],
+        refit: None,
+        refit_planned: config.refit,
+    };
+    if !status.pretrain.as_ref().is_some_and(|t| t.finished) {
+        return Ok(status);
+    }
+    let (search_seconds, evaluated, actions) = replay_search(split, config, &pretrain_plan)?;
+    status.search_seconds = search_seconds;
+    status.evaluated = evaluated;
+    if status.evaluated.len() < status.planned {
+        return Ok(status);
+    }
+    for i in retrain_candidates(&status.evaluated, &actions, config.retrain_top) {
+        let (retrain, plan) = retrain_plan(config, &actions[i]);
+        let training = TrainingStatus::read(&plan, &retrain)?;
+        status.retrain.push(RetrainStatus { evaluated: i, fitness: status.evaluated[i].fitness, training });
+    }
+    if config.refit {
+        for r in &status.retrain {
+            let Some(kept) = r.training.as_ref().filter(|t| t.finished).map(|t| t.best_step.max(1)) else {
+                continue;
+            };
+            let (fit, plan) = refit_plan(config, kept, &actions[r.evaluated]);
+            if let Some(training) = TrainingStatus::read(&plan, &fit)? {
+                status.refit = Some(RefitStatus { evaluated: r.evaluated, training });
+                break;
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// The search as far as its record goes, without fine-tuning: the record's search seconds, the
+/// evaluated actions and their widths.
+fn replay_search(
+    split: &Split,
+    config: &SearchConfig,
+    pretrain_plan: &CheckpointPlan,
+) -> Result<(f64, Vec<Evaluated>, Vec<Vec<u32>>)> {
+    let users = fitness_subset(split.n_users, config.fitness_users, config.seed);
+    let (fingerprint, record_path) = search_record(config, pretrain_plan, users.len());
+    let record = load_record(&record_path, &fingerprint)?;
+    let (evaluated, actions) = search_phase(split, config, &mut |_, _, _| {}, |_, index| {
+        Ok(record
+            .fitness_bits
+            .get(index)
+            .map(|&bits| (f64::from_bits(bits), record.seconds.get(index).copied().unwrap_or(0.0))))
+    })?;
+    Ok((record.search_seconds, evaluated, actions))
+}
+
+/// The search loop (or the baseline's fixed candidates): `evaluate(widths, index)` measures an
+/// action (fitness, seconds), or answers `None` to stop before it (`--status` stops where the
+/// record ends). Candidates, predictor and selections are a function of the seed and the
+/// fitness values, so every caller that feeds the same values sees the same actions.
+fn search_phase(
+    split: &Split,
+    config: &SearchConfig,
+    progress: &mut impl FnMut(&str, usize, usize),
+    mut evaluate: impl FnMut(&[u32], usize) -> Result<Option<(f64, f64)>>,
+) -> Result<(Vec<Evaluated>, Vec<Vec<u32>>)> {
+    let (nu, ni) = (split.n_users, split.n_items);
+    let (user_freq, item_freq) = (split.user_frequency(), split.item_frequency());
     let mut evaluated: Vec<Evaluated> = vec![];
     let mut actions: Vec<Vec<u32>> = vec![];
     match config.method {
@@ -371,7 +617,7 @@ pub fn run_search(
                     }
                 };
                 let widths = candidates[pick].as_node_widths();
-                let (fitness, seconds) = evaluate_widths(&mut *model, &widths, evaluated.len())?;
+                let Some((fitness, seconds)) = evaluate(&widths, evaluated.len())? else { break };
                 buffer.push(views[pick], fitness)?;
                 train_iteration(&mut *predictor, &buffer, &mut update_rng)?;
                 evaluated.push(Evaluated {
@@ -407,15 +653,18 @@ pub fn run_search(
                 // freq^α picks its α by fitness. ES and MR have one candidate, retrained as is;
                 // its fitness is measured all the same (one fine-tuning), so a report can set
                 // the baseline beside the actions a search evaluated.
-                let (fitness, seconds) = evaluate_widths(&mut *model, &widths, i)?;
+                let Some((fitness, seconds)) = evaluate(&widths, i)? else { break };
                 evaluated.push(Evaluated { iteration: i, strategy: name, predicted: None, fitness, seconds });
                 actions.push(widths);
             }
         }
     }
-    let search_seconds = record.search_seconds + mark.elapsed().as_secs_f64();
+    Ok((evaluated, actions))
+}
 
-    // 3. Selective retraining of the top actions from scratch, choice on validation (eq. 14).
+/// The evaluated actions retrained from scratch: the `top` best by fitness, distinct widths
+/// only, ties to the earlier iteration.
+fn retrain_candidates(evaluated: &[Evaluated], actions: &[Vec<u32>], top: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..evaluated.len()).collect();
     order.sort_by(|&a, &b| {
         let (fa, fb) = (evaluated[a].fitness, evaluated[b].fitness);
@@ -427,54 +676,22 @@ pub fn run_search(
             distinct.push(i);
         }
     }
-    let top: Vec<usize> = distinct.into_iter().take(config.retrain_top.max(1)).collect();
-    let mut best: Option<(f64, usize, Box<dyn Backbone>)> = None;
-    let mut retrained = vec![];
-    // Training time from the checkpoints (whole runs, across resumes) plus this process's
-    // validations.
-    let mut retrain_seconds = 0.0;
-    for (k, &i) in top.iter().enumerate() {
-        let retrain = TrainConfig { max_steps: config.retrain_max_steps, ..config.train.clone() };
-        let phase = format!("retrain {} of {}", k + 1, top.len());
-        let mut fresh = config.backbone.build(split, d, config.placement, actions[i].clone(), config.seed)?;
-        let plan = from_scratch_plan("bet-retrain/2", config, &retrain, &actions[i]);
-        let run = train(&mut *fresh, split, &retrain, Some(&plan), |s, _| progress(&phase, s, retrain.max_steps))?;
-        retrain_seconds += run.seconds;
-        let validation_started = Instant::now();
-        let m = evaluate(&*fresh.scorer(), split, Target::Validation, None);
-        retrain_seconds += validation_started.elapsed().as_secs_f64();
-        retrained.push(Retrained { evaluated: i, steps: run.steps, best_step: run.best_step, validation: m });
-        if best.as_ref().is_none_or(|(score, _, _)| m.ensemble() > *score) {
-            best = Some((m.ensemble(), i, fresh));
-        }
-    }
-    let (_, chosen, mut model) = best.ok_or_else(|| Error::Settings("no action to retrain".into()))?;
-    let mut refit = None;
-    if config.refit {
-        // The kept step of the chosen retraining: early stopping chose it on validation, which
-        // the refit trains on, so the refit cannot choose again and runs exactly that long.
-        let steps = retrained.iter().find(|r| r.evaluated == chosen).map_or(0, |r| r.best_step).max(1);
-        progress("refit", 0, steps);
-        let refit_split = split.refit();
-        let fit = TrainConfig { max_steps: steps, early_stopping: false, ..config.train.clone() };
-        let mut fresh =
-            config.backbone.build(&refit_split, d, config.placement, actions[chosen].clone(), config.seed)?;
-        let plan = from_scratch_plan("bet-refit/2", config, &fit, &actions[chosen]);
-        let run = train(&mut *fresh, &refit_split, &fit, Some(&plan), |s, _| progress("refit", s, steps))?;
-        retrain_seconds += run.seconds;
-        refit = Some(Refit { steps: run.steps, seconds: run.seconds, split: refit_split });
-        model = fresh;
-    }
-    Ok(SearchOutcome {
-        widths: actions[chosen].clone(),
-        model,
-        refit,
-        evaluated,
-        retrained,
-        pretrain_steps: pretraining.steps,
-        reference_fitness: reference,
-        seconds: [pretrain_seconds, search_seconds, retrain_seconds],
-    })
+    distinct.into_iter().take(top.max(1)).collect()
+}
+
+/// A selective retraining's settings and checkpoint.
+fn retrain_plan(config: &SearchConfig, widths: &[u32]) -> (TrainConfig, CheckpointPlan) {
+    let retrain = TrainConfig { max_steps: config.retrain_max_steps, ..config.train.clone() };
+    let plan = from_scratch_plan("bet-retrain/2", config, &retrain, widths);
+    (retrain, plan)
+}
+
+/// The final fit's settings and checkpoint: `steps` (the chosen retraining's kept step) on
+/// train ∪ validation, without early stopping.
+fn refit_plan(config: &SearchConfig, steps: usize, widths: &[u32]) -> (TrainConfig, CheckpointPlan) {
+    let fit = TrainConfig { max_steps: steps, early_stopping: false, ..config.train.clone() };
+    let plan = from_scratch_plan("bet-refit/2", config, &fit, widths);
+    (fit, plan)
 }
 
 /// An SVG plot of a search: measured fitness per iteration (dots), predicted fitness (circles)
@@ -577,5 +794,60 @@ mod tests {
                 assert_eq!(same_key, same_model, "{kind:?} {placement:?}: the cache key must follow the model");
             }
         }
+    }
+
+    /// `search_status` follows a run phase by phase: a finished run reads as the outcome said, and
+    /// a retraining whose checkpoint is gone (a kill before its first save) reads as not
+    /// started, with the search and the other retraining intact.
+    #[test]
+    fn status_reads_each_phase_from_the_checkpoints() {
+        let mut pairs = vec![];
+        for u in 0..30u32 {
+            for k in 0..8u32 {
+                pairs.push((u, (u * 7 + k * k * 3 + k) % 40));
+            }
+        }
+        let split = Split::new(&Dataset::from_pairs("t", 30, 40, &pairs), Protocol::Paper, 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = SearchConfig {
+            method: Method::Bet,
+            backbone: BackboneKind::LightGcn,
+            placement: Some(Placement::Input),
+            d_max: 4,
+            limit: 140,
+            iterations: 3,
+            candidates: 4,
+            finetune_epochs: 1,
+            retrain_top: 2,
+            fitness_users: 15,
+            train: TrainConfig { round_steps: 2, max_steps: 4, ..TrainConfig::default() },
+            retrain_max_steps: 4,
+            refit: true,
+            seed: 1,
+            checkpoint_dir: dir.path().to_path_buf(),
+            data_fingerprint: "t".into(),
+        };
+        let nothing = search_status(&split, &config).unwrap();
+        assert_eq!((nothing.phase(), nothing.pretrain.is_none()), ("pretrain", true));
+        let outcome = run_search(&split, &config, |_, _, _| {}).unwrap();
+        let done = search_status(&split, &config).unwrap();
+        assert_eq!(done.phase(), "export");
+        assert_eq!(done.evaluated, outcome.evaluated);
+        let indices: Vec<usize> = done.retrain.iter().map(|r| r.evaluated).collect();
+        assert_eq!(indices, outcome.retrained.iter().map(|r| r.evaluated).collect::<Vec<_>>());
+        assert_eq!(indices.len(), 2);
+        assert_eq!(done.refit.as_ref().map(|r| r.training.steps), outcome.refit.as_ref().map(|r| r.steps));
+        // The checkpoints hold the time up to their last save; the outcome's phases end later.
+        for (phase, (status, whole)) in done.seconds().into_iter().zip(outcome.seconds).enumerate() {
+            assert!(status > 0.0 && status <= whole, "phase {phase}: status {status} s, outcome {whole} s");
+        }
+
+        let pretrain_plan = CheckpointPlan::new(&config.checkpoint_dir, &pretrain_description(&config));
+        let (_, _, actions) = replay_search(&split, &config, &pretrain_plan).unwrap();
+        std::fs::remove_file(retrain_plan(&config, &actions[indices[1]]).1.path).unwrap();
+        let cut = search_status(&split, &config).unwrap();
+        assert_eq!(cut.phase(), "retrain");
+        assert_eq!(cut.evaluated, outcome.evaluated);
+        assert!(cut.retrain[0].training.as_ref().is_some_and(|t| t.finished) && cut.retrain[1].training.is_none());
     }
 }
