@@ -812,6 +812,16 @@ fn search_status_reports_what_finished_without_training() {
     let (text, _) = status(false);
     assert!(text.contains("search: 2 of 4 evaluated"), "{text}");
 
+    // Counts of zero are refused as the flags are read (exit 2), before any data is loaded.
+    for flag in ["--iterations", "--candidates", "--finetune-epochs", "--retrain-top", "--round-steps", "--max-steps"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_bet")).args(["search", flag, "0"]).output().unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag}: {err}");
+        assert!(err.contains(flag) && err.contains("at least 1"), "{flag}: {err}");
+    }
+    let (code, _, err) = bet(&["train", "--epochs", "0"]);
+    assert!(code == 2 && err.contains("--epochs") && err.contains("at least 1"), "{err}");
+
     // --json means nothing without --status.
     let mut wrong = args.clone();
     wrong.push("--json".into());

@@ -412,13 +412,13 @@ struct TrainArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Steps between validations.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = at_least_one)]
     round_steps: usize,
     /// Rounds without improvement before stopping.
     #[arg(long, default_value_t = 2)]
     patience: usize,
     /// Hard cap on steps.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = at_least_one)]
     max_steps: usize,
     /// Write a JSON report (schema bet-train/1) here.
     #[arg(long)]
@@ -440,7 +440,7 @@ struct TrainArgs {
     init: Option<PathBuf>,
     /// Fine-tune for N epochs (fresh Adam, lr 0.03 x 0.98 every 200 steps, no early stopping)
     /// instead of training to convergence; usually with --init.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     epochs: Option<usize>,
     /// Also export the trained model as a .bet file here, measured by bet-runtime (not with
     /// NGCF's input placement, which has no budgeted file).
@@ -516,29 +516,29 @@ struct SearchArgs {
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DtypeArg,
     /// Search iterations T.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = at_least_one)]
     iterations: usize,
     /// Candidates per iteration m.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = at_least_one)]
     candidates: usize,
     /// Fine-tuning epochs per evaluated action h (default 10; 15 for NGCF).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     finetune_epochs: Option<usize>,
     /// Actions retrained from scratch at the end.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
     retrain_top: usize,
     /// Steps between validations in (pre/re)training (default: 2,000, at most 50 epochs).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     round_steps: Option<usize>,
     /// Rounds without improvement before stopping.
     #[arg(long, default_value_t = 2)]
     patience: usize,
     /// Hard cap on (pre/re)training steps.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = at_least_one)]
     max_steps: usize,
     /// Hard cap on each retraining's steps alone (default: --max-steps): keeps a capped
     /// pretraining, shared with earlier runs, while the retrained candidates train further.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     retrain_max_steps: Option<usize>,
     /// After choosing on validation, train the chosen widths once more from scratch on train ∪
     /// validation for the steps its retraining kept, and ship that model (the reference code's
@@ -556,6 +556,16 @@ struct SearchArgs {
     /// With --status: print it as JSON (schema bet-search-status/1).
     #[arg(long, requires = "status")]
     json: bool,
+}
+
+/// A count that must be at least 1 (iterations, candidates, epochs, steps): zero is refused when
+/// the flags are read, not after a pretraining it would waste or by a silent `max(1)`.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
@@ -950,9 +960,6 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         (None, None) => bet_format::Decimal { units: 1, scale: 0 },
         (s, k) => bet_train::budget::keep_from_flags(s, k)?,
     };
-    if a.epochs == Some(0) {
-        anyhow::bail!("--epochs must be at least 1");
-    }
     let kind = backbone_kind(a.model);
     kind.check_d_max(a.d_max)?;
     let data = bet_train::data::load(&a.dataset)?;
