@@ -75,6 +75,10 @@ impl Method {
     }
 }
 
+/// The exponents the freq^α baseline tries: each is a candidate like a search's evaluated actions
+/// (fitness, then the top `--retrain-top` retrained), and validation chooses among them.
+pub const FREQ_ALPHAS: [f64; 3] = [0.25, 0.5, 1.0];
+
 /// Settings of a search.
 #[derive(Clone, Debug)]
 pub struct SearchConfig {
@@ -503,7 +507,7 @@ pub fn search_status(split: &Split, config: &SearchConfig) -> Result<SearchStatu
     let planned = match config.method {
         Method::Bet | Method::BetRandom | Method::BetPlain => config.iterations,
         Method::Es | Method::Mr => 1,
-        Method::Freq => 3,
+        Method::Freq => FREQ_ALPHAS.len(),
     };
     let mut status = SearchStatus {
         pretrain,
@@ -637,7 +641,7 @@ fn search_phase(
                     let mut rng = seeded(config.seed, 0x3A);
                     vec![("mr".into(), random_widths(config.limit, config.d_max, nu, ni, &mut rng)?.as_node_widths())]
                 }
-                _ => [0.25, 0.5, 1.0]
+                _ => FREQ_ALPHAS
                     .into_iter()
                     .map(|a| -> Result<(String, Vec<u32>)> {
                         Ok((
