@@ -180,6 +180,47 @@ impl TrainState {
     }
 }
 
+impl CheckpointHeader {
+    /// Reads only the header of the checkpoint at `path` (`None` when there is none): what
+    /// `bet search --status` needs, without reading and hashing the tensors (hundreds of
+    /// megabytes on Gowalla). The magic, the header length and the fingerprint are checked;
+    /// the checksum is not (it covers the whole file), so a damaged file is found when the run
+    /// resumes ([`TrainState::load`]), not here.
+    pub fn peek(path: &Path, fingerprint: &str) -> Result<Option<CheckpointHeader>> {
+        use std::io::Read;
+        let located = |reason: String| Error::Checkpoint(format!("{}: {reason}", path.display()));
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::Io { path: path.to_path_buf(), source: e }),
+        };
+        let mut prefix = [0u8; 16];
+        // A file shorter than magic + length is not a checkpoint: the same refusal as `load`.
+        if file.read_exact(&mut prefix).is_err() || &prefix[..8] != MAGIC {
+            return Err(located("not a bet checkpoint (bad magic or too short)".into()));
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&prefix[8..]);
+        let header_len = u64::from_le_bytes(len);
+        if header_len > MAX_HEADER_BYTES {
+            return Err(located("header length out of range".into()));
+        }
+        let mut header_bytes = Vec::new();
+        file.take(header_len)
+            .read_to_end(&mut header_bytes)
+            .map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        if header_bytes.len() as u64 != header_len {
+            return Err(located("truncated".into()));
+        }
+        let header: CheckpointHeader =
+            serde_json::from_slice(&header_bytes).map_err(|e| located(format!("header: {e}")))?;
+        if header.fingerprint != fingerprint {
+            return Err(located(format!("belongs to run {}, not {fingerprint}", header.fingerprint)));
+        }
+        Ok(Some(header))
+    }
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -301,5 +342,30 @@ mod tests {
         assert_eq!(TrainState::load(&path, "f").unwrap().unwrap(), sample());
         let err = TrainState::load(&path, "g").unwrap_err().to_string();
         assert!(err.contains("belongs to run f"), "{err}");
+    }
+
+    #[test]
+    fn peek_reads_the_header_alone_and_refuses_what_load_refuses_before_the_tensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.ckpt");
+        assert!(CheckpointHeader::peek(&path, "f").unwrap().is_none());
+        let state = sample();
+        let bytes = state.to_bytes();
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(CheckpointHeader::peek(&path, "f").unwrap().unwrap(), state.header);
+        let err = CheckpointHeader::peek(&path, "g").unwrap_err().to_string();
+        assert!(err.contains("belongs to run f"), "{err}");
+        // Damage in the magic, the length or the header is refused; cut files too.
+        for i in 0..16 + serde_json::to_vec(&state.header).unwrap().len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x80;
+            std::fs::write(&path, &b).unwrap();
+            let peeked = CheckpointHeader::peek(&path, "f");
+            assert!(peeked.is_err() || peeked.unwrap().unwrap() != state.header, "byte {i} flipped and read the same");
+        }
+        for cut in [0, 8, 15, 20] {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            assert!(CheckpointHeader::peek(&path, "f").is_err(), "cut at {cut} accepted");
+        }
     }
 }

@@ -412,16 +412,14 @@ pub struct TrainingStatus {
 
 impl TrainingStatus {
     fn read(plan: &CheckpointPlan, train: &TrainConfig) -> Result<Option<TrainingStatus>> {
-        Ok(crate::checkpoint::TrainState::load(&plan.path, &plan.fingerprint)?.map(|state| {
-            let h = state.header;
-            TrainingStatus {
-                steps: h.step as usize,
-                max_steps: train.max_steps,
-                finished: h.finished,
-                best_step: if train.early_stopping { h.best_step as usize } else { h.step as usize },
-                best_validation: h.best_score,
-                seconds: h.seconds,
-            }
+        // The header alone: the tensors (hundreds of megabytes on Gowalla) are not needed here.
+        Ok(crate::checkpoint::CheckpointHeader::peek(&plan.path, &plan.fingerprint)?.map(|h| TrainingStatus {
+            steps: h.step as usize,
+            max_steps: train.max_steps,
+            finished: h.finished,
+            best_step: if train.early_stopping { h.best_step as usize } else { h.step as usize },
+            best_validation: h.best_score,
+            seconds: h.seconds,
         }))
     }
 }
