@@ -282,6 +282,12 @@ pub struct Parity {
     pub same_top20: usize,
     /// Users whose top 20 is the same set of items in both (order aside, as Recall@20 sees it).
     pub same_top20_set: usize,
+    /// Users whose two top-20 lists differ only by near-ties: at every rank the two items'
+    /// trainer scores lie within twice that user's largest score difference. Whatever the
+    /// rounding (an f16 file against the f32 model), a correct top-k over the runtime's own
+    /// scores always passes this, since a k-th largest value moves by at most the largest
+    /// perturbation; a list that fails it was ranked wrongly or filtered wrongly.
+    pub same_top20_within_error: usize,
     /// Users checked.
     pub users: usize,
     /// Metrics of the trainer's scores.
@@ -404,20 +410,23 @@ pub fn parity<B: AsRef<[u8]> + Sync>(
     let all: Vec<u32> = (0..split.n_users as u32).collect();
     let users = users.unwrap_or(&all);
     let n_items = split.n_items;
-    let per_block: Vec<(f64, f64, usize, usize)> = users
+    let per_block: Vec<(f64, f64, [usize; 3])> = users
         .par_chunks(64)
-        .map(|block| -> Result<(f64, f64, usize, usize)> {
+        .map(|block| -> Result<(f64, f64, [usize; 3])> {
             let mut trainer = vec![0.0f32; block.len() * n_items];
             scorer.score_users(block, &mut trainer);
             let mut device = vec![0.0f32; n_items];
             let mut buffer = Vec::new();
-            let (mut diff, mut max_abs, mut same, mut same_set) = (0.0f64, 0.0f64, 0usize, 0usize);
+            let (mut diff, mut max_abs, mut same) = (0.0f64, 0.0f64, [0usize; 3]);
             for (row, &u) in trainer.chunks_exact_mut(n_items.max(1)).zip(block) {
                 runtime.scores(u, &mut device)?;
+                let (mut user_diff, mut user_max) = (0.0f64, 0.0f64);
                 for (&a, &b) in row.iter().zip(&device) {
-                    diff = diff.max(f64::from((a - b).abs()));
-                    max_abs = max_abs.max(f64::from(a.abs()));
+                    user_diff = user_diff.max(f64::from((a - b).abs()));
+                    user_max = user_max.max(f64::from(a.abs()));
                 }
+                diff = diff.max(user_diff);
+                max_abs = max_abs.max(user_max);
                 let filter = Filter {
                     exclude: Some(ItemSet::Sorted(excluded(split, target, u as usize, &mut buffer))),
                     allow: None,
@@ -427,22 +436,32 @@ pub fn parity<B: AsRef<[u8]> + Sync>(
                 let device_top: Vec<u32> = out[..n].iter().map(|s| s.index).collect();
                 let extra: &[u32] = if target == Target::Test { split.validation.of(u as usize) } else { &[] };
                 let trainer_top = top_ranked(row, [split.train.of(u as usize), extra]);
-                same += usize::from(device_top == trainer_top);
+                same[0] += usize::from(device_top == trainer_top);
+                // Near-ties: rank by rank, the trainer's scores of the two lists' items differ by at
+                // most twice the user's largest score difference (plus a few ulps, as the
+                // runtime's top-k may sum in another order than its `scores`).
+                let slack = 2.0 * user_diff + 4.0 * f64::from(f32::EPSILON) * user_max.max(1.0);
+                let score = |i: u32| row.get(i as usize).map_or(f64::NAN, |&s| f64::from(s));
+                let near = device_top.len() == trainer_top.len()
+                    && device_top.iter().zip(&trainer_top).all(|(&a, &b)| (score(a) - score(b)).abs() <= slack);
+                same[2] += usize::from(near);
                 let (mut a, mut b) = (device_top, trainer_top);
                 a.sort_unstable();
                 b.sort_unstable();
-                same_set += usize::from(a == b);
+                same[1] += usize::from(a == b);
             }
-            Ok((diff, max_abs, same, same_set))
+            Ok((diff, max_abs, same))
         })
         .collect::<Result<_>>()?;
-    let (mut max_abs_diff, mut max_abs_score, mut same_top20, mut same_top20_set) = (0.0f64, 0.0f64, 0usize, 0usize);
-    for (d, m, s, t) in per_block {
+    let (mut max_abs_diff, mut max_abs_score, mut same) = (0.0f64, 0.0f64, [0usize; 3]);
+    for (d, m, s) in per_block {
         max_abs_diff = max_abs_diff.max(d);
         max_abs_score = max_abs_score.max(m);
-        same_top20 += s;
-        same_top20_set += t;
+        for (total, part) in same.iter_mut().zip(s) {
+            *total += part;
+        }
     }
+    let [same_top20, same_top20_set, same_top20_within_error] = same;
     let trainer = evaluate(scorer, split, target, Some(users));
     let runtime_metrics = evaluate_runtime(runtime, split, target, Some(users))?;
     Ok(Parity {
@@ -450,6 +469,7 @@ pub fn parity<B: AsRef<[u8]> + Sync>(
         max_abs_score,
         same_top20,
         same_top20_set,
+        same_top20_within_error,
         users: users.len(),
         trainer,
         runtime: runtime_metrics,

@@ -851,7 +851,14 @@ fn parity_report(p: &bet_train::export::Parity) -> serde_json::Value {
             p.users, p.same_top20, p.trainer, p.runtime
         );
     }
-    serde_json::json!({"users": p.users, "max_abs_diff": p.max_abs_diff, "same_top20": p.same_top20, "agrees": p.agrees()})
+    serde_json::json!({
+        "users": p.users,
+        "max_abs_diff": p.max_abs_diff,
+        "same_top20": p.same_top20,
+        "same_top20_set": p.same_top20_set,
+        "same_top20_within_error": p.same_top20_within_error,
+        "agrees": p.agrees()
+    })
 }
 
 fn dtype_of(d: DtypeArg) -> bet_format::ValueDtype {
