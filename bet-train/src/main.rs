@@ -785,8 +785,7 @@ fn print_search_status(
         Some(t) => bet_train::out!("pretrain: {}", training(t)),
         None => bet_train::out!("pretrain: not started"),
     }
-    let best =
-        status.evaluated.iter().enumerate().max_by(|a, b| a.1.fitness.total_cmp(&b.1.fitness).then(b.0.cmp(&a.0)));
+    let best = bet_train::search::fittest(&status.evaluated).map(|i| (i, &status.evaluated[i]));
     match best {
         Some((i, e)) => bet_train::out!(
             "search: {} of {} evaluated, {:.0} s; best fitness {:.4} (action {i}, {})",

@@ -134,6 +134,12 @@ pub struct Evaluated {
     pub seconds: f64,
 }
 
+/// The fittest evaluated action (the first of equals): strategy III's anchor, and what
+/// `bet search --status` names as the best so far. `None` before any evaluation.
+pub fn fittest(evaluated: &[Evaluated]) -> Option<usize> {
+    (0..evaluated.len()).max_by(|&a, &b| evaluated[a].fitness.total_cmp(&evaluated[b].fitness).then(b.cmp(&a)))
+}
+
 /// One action of the selective retraining.
 #[derive(Clone, Debug)]
 pub struct Retrained {
@@ -597,9 +603,7 @@ fn search_phase(
                     3 => (rng.random_range(0..candidates.len()), "random"),
                     4 if !evaluated.is_empty() => {
                         // The best evaluated action, re-embedded with the current predictor.
-                        let best = (0..evaluated.len())
-                            .max_by(|&a, &b| evaluated[a].fitness.total_cmp(&evaluated[b].fitness).then(b.cmp(&a)))
-                            .unwrap_or(0);
+                        let best = fittest(&evaluated).unwrap_or(0);
                         let anchor = predictor.embed(Widths::new(&actions[best][..nu], &actions[best][nu..]))?;
                         let embeddings = predictor.embed_many(&views)?;
                         let distance =
@@ -761,6 +765,21 @@ mod tests {
 
     /// The pretraining is shared across placements exactly when the full-width model is the same
     /// model under each: LightGCN yes, NGCF no (its `output` keeps d_max of 4·d_max values).
+    #[test]
+    fn fittest_is_the_first_of_the_fittest() {
+        let at = |fitness: f64| Evaluated {
+            iteration: 0,
+            strategy: "greedy".into(),
+            predicted: None,
+            fitness,
+            seconds: 0.0,
+        };
+        assert_eq!(fittest(&[]), None);
+        assert_eq!(fittest(&[at(0.5), at(0.9), at(0.7), at(0.9)]), Some(1), "ties go to the earlier action");
+        assert_eq!(fittest(&[at(0.9), at(0.2)]), Some(0));
+        assert_eq!(fittest(&[at(0.1), at(0.2), at(0.3)]), Some(2));
+    }
+
     #[test]
     fn pretraining_is_shared_across_placements_only_when_full_width_models_agree() {
         let pairs = [(0, 0), (0, 1), (1, 1), (1, 2), (2, 3), (2, 0), (3, 2), (3, 3)];
