@@ -73,6 +73,13 @@ pub struct CheckpointHeader {
     /// Absent in checkpoints written before it existed.
     #[serde(default)]
     pub seconds: f64,
+    /// The parameters are the last step's state, not the best state restored over it. True in
+    /// every checkpoint but the final one of a run that stopped early; a run that reached its
+    /// step cap keeps its last state (and the best one in its own group), so a longer cap can
+    /// continue it ([`ShorterRun`]). False in checkpoints written before it existed, whose
+    /// final state at the cap had the best state restored over the last one.
+    #[serde(default)]
+    pub last_state: bool,
 }
 
 /// A complete training state.
@@ -277,6 +284,28 @@ pub struct CheckpointPlan {
     pub every: std::time::Duration,
     /// Also checkpoint every this many steps (tests use it to checkpoint often).
     pub every_steps: Option<u64>,
+    /// The same training under lower step caps, highest cap first: when this run has no
+    /// checkpoint of its own, it starts from the first of these that is the same run as far as
+    /// it went ([`crate::train::train`] decides which are), instead of from scratch.
+    pub shorter: Vec<ShorterRun>,
+}
+
+/// The checkpoint of the same training under a lower step cap.
+///
+/// Up to its cap, a run capped at `c` is step for step the run capped higher: batches are drawn
+/// by step, the learning rate is a function of the step, and validation happens at round
+/// boundaries. So a longer run can take over a shorter one's checkpoint when the shorter run is
+/// unfinished, stopped early (then it is the longer run's final state too), or reached its cap
+/// at a round boundary with its last state stored. Raising `--retrain-max-steps` then costs only
+/// the extra steps.
+#[derive(Clone, Debug)]
+pub struct ShorterRun {
+    /// The shorter run's step cap.
+    pub max_steps: usize,
+    /// Its file.
+    pub path: PathBuf,
+    /// Its fingerprint.
+    pub fingerprint: String,
 }
 
 impl CheckpointPlan {
@@ -288,7 +317,15 @@ impl CheckpointPlan {
             fingerprint,
             every: std::time::Duration::from_secs(60),
             every_steps: None,
+            shorter: vec![],
         }
+    }
+
+    /// Adds `plan`, the same training capped at `max_steps`, to the shorter runs this one may
+    /// continue (call with the highest cap first).
+    pub fn with_shorter(mut self, max_steps: usize, plan: CheckpointPlan) -> CheckpointPlan {
+        self.shorter.push(ShorterRun { max_steps, path: plan.path, fingerprint: plan.fingerprint });
+        self
     }
 }
 
@@ -310,6 +347,7 @@ mod tests {
                 round_losses: vec![0.7],
                 finished: false,
                 seconds: 12.5,
+                last_state: true,
             },
             params: vec![vec![1.0, -0.0, f32::MIN_POSITIVE], vec![3.0]],
             adam_m: vec![vec![0.5; 3], vec![0.25]],

@@ -538,6 +538,8 @@ struct SearchArgs {
     max_steps: usize,
     /// Hard cap on each retraining's steps alone (default: --max-steps): keeps a capped
     /// pretraining, shared with earlier runs, while the retrained candidates train further.
+    /// Raising it on a finished or interrupted search continues each retraining from the lower
+    /// cap's checkpoint where that is exactly the same run (docs/search.md, "Resume").
     #[arg(long, value_parser = at_least_one)]
     retrain_max_steps: Option<usize>,
     /// After choosing on validation, train the chosen widths once more from scratch on train ∪
@@ -729,9 +731,11 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         "pretrain_steps": outcome.pretrain_steps,
         "retrained": outcome.retrained.iter().map(|r| serde_json::json!({
             "evaluated": r.evaluated, "steps": r.steps, "best_step": r.best_step,
-            "validation_trainer": m(&r.validation),
+            "validation_trainer": m(&r.validation), "extended_from": r.extended_from,
         })).collect::<Vec<_>>(),
-        "refit": outcome.refit.as_ref().map(|r| serde_json::json!({"steps": r.steps, "seconds": r.seconds, "split": split.name()})),
+        "refit": outcome.refit.as_ref().map(|r| serde_json::json!({
+            "steps": r.steps, "seconds": r.seconds, "split": split.name(), "extended_from": r.extended_from,
+        })),
         "evaluated_by": evaluated_by,
         // A refit model trained on validation: its validation figure is the chosen retraining's
         // (in "retrained"), not this model's.
@@ -772,8 +776,9 @@ fn print_search_status(
         let best = t
             .best_validation
             .map_or(String::new(), |v| format!(", best validation eq. 13 {v:.4} at step {}", t.best_step));
+        let extends = t.extends.map_or(String::new(), |cap| format!(" (taken over from the run capped at {cap})"));
         format!(
-            "{} {} of {} steps{best}, {:.0} s",
+            "{} {} of {} steps{best}, {:.0} s{extends}",
             if t.finished { "finished," } else { "at" },
             t.steps,
             t.max_steps,

@@ -151,6 +151,9 @@ pub struct Retrained {
     pub best_step: usize,
     /// Validation metrics of the kept state (trainer-evaluated, all users).
     pub validation: Metrics,
+    /// The cap of a shorter retraining of these widths that this one continued, if any
+    /// ([`crate::checkpoint::ShorterRun`]).
+    pub extended_from: Option<usize>,
 }
 
 /// The final fit on train ∪ validation (`SearchConfig::refit`).
@@ -160,6 +163,8 @@ pub struct Refit {
     pub steps: usize,
     /// Wall seconds (across resumes).
     pub seconds: f64,
+    /// The step count of a shorter refit of these widths that this one continued, if any.
+    pub extended_from: Option<usize>,
     /// The split it trained on ([`crate::split::Split::refit`]), to measure the model on.
     pub split: crate::split::Split,
 }
@@ -259,22 +264,36 @@ fn pretrain_description(config: &SearchConfig) -> String {
     description
 }
 
+/// Most lower caps a retraining or refit looks under for a shorter run to continue.
+const MAX_SHORTER_CAPS: usize = 1000;
+
 /// The checkpoint of a training from scratch of `widths` (a retraining or the refit): keyed by
 /// the phase, the data, backbone, placement, seed, the training settings and the widths, so a
-/// resumed search finds it and nothing else shares it.
+/// resumed search finds it and nothing else shares it. The same training under lower caps at
+/// round boundaries (highest first) are its shorter runs: raising `--retrain-max-steps`, or a
+/// refit growing with the kept step, continues what a lower cap trained
+/// ([`crate::checkpoint::ShorterRun`]).
 fn from_scratch_plan(phase: &str, config: &SearchConfig, train: &TrainConfig, widths: &[u32]) -> CheckpointPlan {
-    CheckpointPlan::new(
-        &config.checkpoint_dir,
-        &format!(
-            "{phase} {} model {} placement {} seed {} config {} widths {}",
+    let widths = crate::checkpoint::fingerprint(&format!("{widths:?}"));
+    let describe = |train: &TrainConfig| {
+        format!(
+            "{phase} {} model {} placement {} seed {} config {} widths {widths}",
             config.data_fingerprint,
             config.backbone.name(),
             Placement::name_of(config.placement),
             config.seed,
             train.key(),
-            crate::checkpoint::fingerprint(&format!("{widths:?}"))
-        ),
-    )
+        )
+    };
+    let mut plan = CheckpointPlan::new(&config.checkpoint_dir, &describe(train));
+    let round = train.round_steps.max(1);
+    let mut cap = train.max_steps.saturating_sub(1) / round * round;
+    while cap > 0 && plan.shorter.len() < MAX_SHORTER_CAPS {
+        let shorter = TrainConfig { max_steps: cap, ..train.clone() };
+        plan = plan.with_shorter(cap, CheckpointPlan::new(&config.checkpoint_dir, &describe(&shorter)));
+        cap -= round;
+    }
+    plan
 }
 
 /// The search record's fingerprint and file: keyed by the data, the pretrained model, the method,
@@ -365,7 +384,13 @@ pub fn run_search(
         let validation_started = Instant::now();
         let m = evaluate(&*fresh.scorer(), split, Target::Validation, None);
         retrain_seconds += validation_started.elapsed().as_secs_f64();
-        retrained.push(Retrained { evaluated: i, steps: run.steps, best_step: run.best_step, validation: m });
+        retrained.push(Retrained {
+            evaluated: i,
+            steps: run.steps,
+            best_step: run.best_step,
+            validation: m,
+            extended_from: run.extended_from,
+        });
         if best.as_ref().is_none_or(|(score, _, _)| m.ensemble() > *score) {
             best = Some((m.ensemble(), i, fresh));
         }
@@ -383,7 +408,12 @@ pub fn run_search(
             config.backbone.build(&refit_split, d, config.placement, actions[chosen].clone(), config.seed)?;
         let run = train(&mut *fresh, &refit_split, &fit, Some(&plan), |s, _| progress("refit", s, steps))?;
         retrain_seconds += run.seconds;
-        refit = Some(Refit { steps: run.steps, seconds: run.seconds, split: refit_split });
+        refit = Some(Refit {
+            steps: run.steps,
+            seconds: run.seconds,
+            extended_from: run.extended_from,
+            split: refit_split,
+        });
         model = fresh;
     }
     Ok(SearchOutcome {
@@ -414,19 +444,37 @@ pub struct TrainingStatus {
     pub best_validation: Option<f64>,
     /// Wall seconds so far, over every process that worked on the run.
     pub seconds: f64,
+    /// Not started under this cap: the cap of the shorter run whose checkpoint it will continue
+    /// (the figures above are that run's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extends: Option<usize>,
 }
 
 impl TrainingStatus {
     fn read(plan: &CheckpointPlan, train: &TrainConfig) -> Result<Option<TrainingStatus>> {
         // The header alone: the tensors (hundreds of megabytes on Gowalla) are not needed here.
-        Ok(crate::checkpoint::CheckpointHeader::peek(&plan.path, &plan.fingerprint)?.map(|h| TrainingStatus {
+        let status = |h: crate::checkpoint::CheckpointHeader, extends: Option<usize>| TrainingStatus {
             steps: h.step as usize,
             max_steps: train.max_steps,
             finished: h.finished,
             best_step: if train.early_stopping { h.best_step as usize } else { h.step as usize },
             best_validation: h.best_score,
             seconds: h.seconds,
-        }))
+            extends,
+        };
+        if let Some(h) = crate::checkpoint::CheckpointHeader::peek(&plan.path, &plan.fingerprint)? {
+            return Ok(Some(status(h, None)));
+        }
+        // Not started under this cap: what a shorter run it will continue has done.
+        for run in &plan.shorter {
+            if let Some(mut h) = crate::checkpoint::CheckpointHeader::peek(&run.path, &run.fingerprint)?
+                && crate::train::can_continue(&h, run.max_steps, train)
+            {
+                h.finished = h.finished && train.early_stopping && h.since_best >= train.patience as u64;
+                return Ok(Some(status(h, Some(run.max_steps))));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -870,5 +918,54 @@ mod tests {
         assert_eq!(cut.phase(), "retrain");
         assert_eq!(cut.evaluated, outcome.evaluated);
         assert!(cut.retrain[0].training.as_ref().is_some_and(|t| t.finished) && cut.retrain[1].training.is_none());
+    }
+
+    /// Raising the retraining cap continues every retraining (and the refit) from what the lower
+    /// cap trained, and ends with the model a search at the higher cap trains from scratch.
+    #[test]
+    fn a_higher_retraining_cap_continues_the_lower_caps_runs() {
+        let mut pairs = vec![];
+        for u in 0..30u32 {
+            for k in 0..8u32 {
+                pairs.push((u, (u * 7 + k * k * 3 + k) % 40));
+            }
+        }
+        let split = Split::new(&Dataset::from_pairs("t", 30, 40, &pairs), Protocol::Paper, 1).unwrap();
+        let (dir, fresh_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let config = |cap: usize, dir: &Path| SearchConfig {
+            method: Method::Bet,
+            backbone: BackboneKind::LightGcn,
+            placement: Some(Placement::Input),
+            d_max: 4,
+            limit: 140,
+            iterations: 3,
+            candidates: 4,
+            finetune_epochs: 1,
+            retrain_top: 2,
+            fitness_users: 15,
+            train: TrainConfig { round_steps: 2, max_steps: 4, patience: 50, ..TrainConfig::default() },
+            retrain_max_steps: cap,
+            refit: true,
+            seed: 1,
+            checkpoint_dir: dir.to_path_buf(),
+            data_fingerprint: "t".into(),
+        };
+        let lower = run_search(&split, &config(4, dir.path()), |_, _, _| {}).unwrap();
+        assert!(lower.retrained.iter().all(|r| r.steps == 4 && r.extended_from.is_none()));
+        let status = search_status(&split, &config(10, dir.path())).unwrap();
+        assert_eq!(status.phase(), "retrain");
+        for r in &status.retrain {
+            let t = r.training.as_ref().unwrap();
+            assert_eq!((t.steps, t.max_steps, t.finished, t.extends), (4, 10, false, Some(4)));
+        }
+        let higher = run_search(&split, &config(10, dir.path()), |_, _, _| {}).unwrap();
+        let scratch = run_search(&split, &config(10, fresh_dir.path()), |_, _, _| {}).unwrap();
+        assert!(higher.retrained.iter().all(|r| r.extended_from == Some(4) && r.steps == 10));
+        assert!(scratch.retrained.iter().all(|r| r.extended_from.is_none()));
+        let kept = |o: &SearchOutcome| o.retrained.iter().map(|r| (r.evaluated, r.best_step)).collect::<Vec<_>>();
+        assert_eq!(kept(&higher), kept(&scratch));
+        assert_eq!(higher.widths, scratch.widths);
+        assert_eq!(higher.refit.as_ref().map(|r| r.steps), scratch.refit.as_ref().map(|r| r.steps));
+        assert_eq!(snapshot(&*higher.model), snapshot(&*scratch.model));
     }
 }

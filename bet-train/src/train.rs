@@ -257,6 +257,9 @@ pub struct TrainReport {
     pub last_loss: f32,
     /// The step this run resumed from (0 for a fresh run).
     pub resumed_from: usize,
+    /// The cap of the shorter run whose checkpoint this run continued, if it did
+    /// ([`crate::checkpoint::ShorterRun`]).
+    pub extended_from: Option<usize>,
     /// Wall seconds of the whole run, including those of processes before a resume (kept in
     /// the checkpoint; without one, this process's time).
     pub seconds: f64,
@@ -314,8 +317,15 @@ pub fn train(
     };
     let mut best: Vec<Vec<f32>> = vec![];
     let mut resumed_from = 0;
+    let mut extended_from = None;
     let loaded = match checkpoint {
-        Some(plan) => TrainState::load(&plan.path, &plan.fingerprint)?.map(|s| (plan, s)),
+        Some(plan) => match TrainState::load(&plan.path, &plan.fingerprint)? {
+            Some(state) => Some((plan, state)),
+            None => continue_shorter(plan, config)?.map(|(cap, state)| {
+                extended_from = Some(cap);
+                (plan, state)
+            }),
+        },
         None => None,
     };
     if let Some((plan, state)) = loaded {
@@ -392,10 +402,14 @@ pub fn train(
                 last_save.elapsed() >= c.every || c.every_steps.is_some_and(|n| header.step.is_multiple_of(n.max(1)))
             });
         if due && checkpoint.is_some() {
-            if header.finished && config.early_stopping && !best.is_empty() {
-                // The final model is the best state: store it as the parameters.
+            let stopped_early = header.finished && stopped_early(&header, config) && !best.is_empty();
+            if stopped_early {
+                // The final model is the best state: store it as the parameters. A run that
+                // reached its cap instead keeps its last state (the best one is in its own
+                // group and restored below), so a longer cap can continue it.
                 restore(model, &best);
             }
+            header.last_state = !stopped_early;
             header.seconds = seconds_before + started.elapsed().as_secs_f64();
             save(&*model, &adam, &best, &header)?;
             last_save = std::time::Instant::now();
@@ -411,8 +425,54 @@ pub fn train(
         rounds,
         last_loss: header.round_losses.last().copied().unwrap_or(0.0) as f32,
         resumed_from,
+        extended_from,
         seconds: seconds_before + started.elapsed().as_secs_f64(),
     })
+}
+
+/// Whether the run whose checkpoint header is `h` stopped early (patience ran out) rather than
+/// at its cap.
+fn stopped_early(h: &CheckpointHeader, config: &TrainConfig) -> bool {
+    config.early_stopping && h.since_best >= config.patience as u64
+}
+
+/// Whether a run with `config` can take over the checkpoint (header `h`) of the same training
+/// capped at `shorter_cap`, and be the run it would have been from scratch (see
+/// [`crate::checkpoint::ShorterRun`]): the shorter run was interrupted before its cap, or it
+/// finished at a round boundary (validation happened where the longer run validates too) and
+/// either stopped early (the longer run stops there as well) or stored its last state.
+/// Checkpoints written before [`CheckpointHeader::last_state`] existed stored the best state
+/// at the cap; they qualify only when the best state is the last one.
+pub fn can_continue(h: &CheckpointHeader, shorter_cap: usize, config: &TrainConfig) -> bool {
+    let Ok(step) = usize::try_from(h.step) else { return false };
+    if shorter_cap >= config.max_steps || step > shorter_cap {
+        return false;
+    }
+    if !h.finished {
+        return true;
+    }
+    if !step.is_multiple_of(config.round_steps.max(1)) {
+        return false;
+    }
+    stopped_early(h, config)
+        || (step == shorter_cap && (h.last_state || !config.early_stopping || h.best_step == h.step))
+}
+
+/// The state of the first shorter run of `plan` that this run can continue, with its cap and
+/// marked as this run's; `None` when there is none.
+fn continue_shorter(plan: &CheckpointPlan, config: &TrainConfig) -> Result<Option<(usize, TrainState)>> {
+    for run in &plan.shorter {
+        let Some(header) = CheckpointHeader::peek(&run.path, &run.fingerprint)? else { continue };
+        if !can_continue(&header, run.max_steps, config) {
+            continue;
+        }
+        let Some(mut state) = TrainState::load(&run.path, &run.fingerprint)? else { continue };
+        state.header.fingerprint = plan.fingerprint.clone();
+        // A run that reached the lower cap goes on; one that stopped early is already final.
+        state.header.finished = state.header.finished && stopped_early(&state.header, config);
+        return Ok(Some((run.max_steps, state)));
+    }
+    Ok(None)
 }
 
 /// Equal widths under `limit` (the ES baseline): every entity gets `limit / n`, capped at
@@ -501,6 +561,123 @@ mod tests {
         let again = train(&mut build(), &split, &config, Some(&plan), |_, _| {}).unwrap();
         assert_eq!(again.resumed_from, 4);
         assert!(again.seconds >= 1000.0 && again.seconds < 1000.0 + 60.0, "{}", again.seconds);
+    }
+
+    /// Raising the cap continues a shorter run's checkpoint and ends exactly where the higher
+    /// cap ends from scratch; a shorter checkpoint that is not the same run is not continued,
+    /// and one that stopped early is taken as final.
+    #[test]
+    fn a_longer_cap_continues_a_shorter_run_exactly() {
+        let data = crate::data::Dataset::from_pairs(
+            "t",
+            4,
+            5,
+            &[(0, 0), (0, 1), (1, 1), (1, 2), (2, 3), (2, 0), (3, 4), (3, 2), (0, 4), (1, 3), (2, 1), (3, 0)],
+        );
+        let split = Split::new(&data, crate::split::Protocol::Given, 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let build =
+            || crate::backbone::LightGcnBackbone::new(&split, 4, 1, crate::lightgcn::Placement::Output, vec![4; 9], 1);
+        let short =
+            TrainConfig { round_steps: 2, max_steps: 8, patience: 100, batch_users: 2, ..TrainConfig::default() };
+        let long = TrainConfig { max_steps: 16, ..short.clone() };
+        let mut scratch = build();
+        let from_scratch = train(&mut scratch, &split, &long, None, |_, _| {}).unwrap();
+        let rounds = |r: &TrainReport| r.rounds.iter().map(|(s, m)| (*s, m.ensemble().to_bits())).collect::<Vec<_>>();
+
+        let plan8 = CheckpointPlan::new(dir.path(), "cap 8");
+        train(&mut build(), &split, &short, Some(&plan8), |_, _| {}).unwrap();
+        let state8 = TrainState::load(&plan8.path, &plan8.fingerprint).unwrap().unwrap();
+        assert!(state8.header.finished && state8.header.last_state && state8.header.step == 8);
+        assert!(can_continue(&state8.header, 8, &long));
+        let plan16 = CheckpointPlan::new(dir.path(), "cap 16").with_shorter(8, plan8.clone());
+        let mut extended = build();
+        let report = train(&mut extended, &split, &long, Some(&plan16), |_, _| {}).unwrap();
+        assert_eq!((report.extended_from, report.resumed_from, report.steps), (Some(8), 8, 16));
+        assert_eq!(snapshot(&extended), snapshot(&scratch));
+        assert_eq!((report.best_step, rounds(&report)), (from_scratch.best_step, rounds(&from_scratch)));
+        // The longer run now has its own checkpoint; the shorter one is left as it was.
+        assert!(TrainState::load(&plan16.path, &plan16.fingerprint).unwrap().unwrap().header.finished);
+        assert_eq!(TrainState::load(&plan8.path, &plan8.fingerprint).unwrap().unwrap(), state8);
+
+        // A checkpoint written before `last_state` existed, whose best state (not the last)
+        // was stored at the cap: not the same run, so the longer one starts from scratch.
+        let plan_old = CheckpointPlan::new(dir.path(), "cap 8, old");
+        let mut old = state8.clone();
+        (old.header.fingerprint, old.header.last_state, old.header.best_step) =
+            (plan_old.fingerprint.clone(), false, 6);
+        old.save(&plan_old.path).unwrap();
+        let plan = CheckpointPlan::new(dir.path(), "cap 16, after old").with_shorter(8, plan_old);
+        let mut fresh = build();
+        let report = train(&mut fresh, &split, &long, Some(&plan), |_, _| {}).unwrap();
+        assert_eq!((report.extended_from, report.resumed_from, report.steps), (None, 0, 16));
+        assert_eq!(snapshot(&fresh), snapshot(&scratch));
+
+        // A run that stopped early at 8 is the longer run's final state too.
+        let plan_early = CheckpointPlan::new(dir.path(), "cap 8, stopped early");
+        let mut early = state8.clone();
+        (early.header.fingerprint, early.header.since_best) = (plan_early.fingerprint.clone(), 100);
+        early.save(&plan_early.path).unwrap();
+        let plan = CheckpointPlan::new(dir.path(), "cap 16, after early").with_shorter(8, plan_early);
+        let report = train(&mut build(), &split, &long, Some(&plan), |_, _| {}).unwrap();
+        assert_eq!((report.extended_from, report.steps), (Some(8), 8));
+    }
+
+    /// Which shorter checkpoints a longer cap may continue, case by case.
+    #[test]
+    fn which_shorter_runs_can_be_continued() {
+        let long = TrainConfig { round_steps: 500, patience: 2, max_steps: 24_000, ..TrainConfig::default() };
+        let at_cap = CheckpointHeader {
+            step: 12_000,
+            finished: true,
+            best_step: 11_500,
+            since_best: 1,
+            last_state: true,
+            ..Default::default()
+        };
+        let cases = [
+            ("reached its cap, last state stored", at_cap.clone(), 12_000, &long, true),
+            (
+                "interrupted before its cap",
+                CheckpointHeader { finished: false, step: 7_123, ..at_cap.clone() },
+                12_000,
+                &long,
+                true,
+            ),
+            (
+                "stopped early",
+                CheckpointHeader { step: 9_000, since_best: 2, last_state: false, ..at_cap.clone() },
+                12_000,
+                &long,
+                true,
+            ),
+            (
+                "best stored over the last (older checkpoint)",
+                CheckpointHeader { last_state: false, ..at_cap.clone() },
+                12_000,
+                &long,
+                false,
+            ),
+            (
+                "older checkpoint whose best is its last",
+                CheckpointHeader { last_state: false, best_step: 12_000, since_best: 0, ..at_cap.clone() },
+                12_000,
+                &long,
+                true,
+            ),
+            (
+                "cap off a round boundary (validated where the longer run does not)",
+                CheckpointHeader { step: 12_100, ..at_cap.clone() },
+                12_100,
+                &long,
+                false,
+            ),
+            ("not shorter", at_cap.clone(), 24_000, &long, false),
+            ("past its own cap (damaged)", at_cap.clone(), 11_000, &long, false),
+        ];
+        for (what, header, cap, config, expected) in cases {
+            assert_eq!(can_continue(&header, cap, config), expected, "{what}");
+        }
     }
 
     #[test]
