@@ -868,17 +868,20 @@ mod tests {
     /// `search_status` follows a run phase by phase: a finished run reads as the outcome said, and
     /// a retraining whose checkpoint is gone (a kill before its first save) reads as not
     /// started, with the search and the other retraining intact.
-    #[test]
-    fn status_reads_each_phase_from_the_checkpoints() {
+    /// A 30-user, 40-item split for whole searches in tests.
+    fn small_split() -> Split {
         let mut pairs = vec![];
         for u in 0..30u32 {
             for k in 0..8u32 {
                 pairs.push((u, (u * 7 + k * k * 3 + k) % 40));
             }
         }
-        let split = Split::new(&Dataset::from_pairs("t", 30, 40, &pairs), Protocol::Paper, 1).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let config = SearchConfig {
+        Split::new(&Dataset::from_pairs("t", 30, 40, &pairs), Protocol::Paper, 1).unwrap()
+    }
+
+    /// A BET search on [`small_split`] in seconds: T 3, m 4, h 1, top 2, with the refit.
+    fn small_config(dir: &Path, train: TrainConfig, retrain_max_steps: usize) -> SearchConfig {
+        SearchConfig {
             method: Method::Bet,
             backbone: BackboneKind::LightGcn,
             placement: Some(Placement::Input),
@@ -889,13 +892,21 @@ mod tests {
             finetune_epochs: 1,
             retrain_top: 2,
             fitness_users: 15,
-            train: TrainConfig { round_steps: 2, max_steps: 4, ..TrainConfig::default() },
-            retrain_max_steps: 4,
+            train,
+            retrain_max_steps,
             refit: true,
             seed: 1,
-            checkpoint_dir: dir.path().to_path_buf(),
+            checkpoint_dir: dir.to_path_buf(),
             data_fingerprint: "t".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn status_reads_each_phase_from_the_checkpoints() {
+        let split = small_split();
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            small_config(dir.path(), TrainConfig { round_steps: 2, max_steps: 4, ..TrainConfig::default() }, 4);
         let nothing = search_status(&split, &config).unwrap();
         assert_eq!((nothing.phase(), nothing.pretrain.is_none()), ("pretrain", true));
         let outcome = run_search(&split, &config, |_, _, _| {}).unwrap();
@@ -924,32 +935,10 @@ mod tests {
     /// cap trained, and ends with the model a search at the higher cap trains from scratch.
     #[test]
     fn a_higher_retraining_cap_continues_the_lower_caps_runs() {
-        let mut pairs = vec![];
-        for u in 0..30u32 {
-            for k in 0..8u32 {
-                pairs.push((u, (u * 7 + k * k * 3 + k) % 40));
-            }
-        }
-        let split = Split::new(&Dataset::from_pairs("t", 30, 40, &pairs), Protocol::Paper, 1).unwrap();
+        let split = small_split();
         let (dir, fresh_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let config = |cap: usize, dir: &Path| SearchConfig {
-            method: Method::Bet,
-            backbone: BackboneKind::LightGcn,
-            placement: Some(Placement::Input),
-            d_max: 4,
-            limit: 140,
-            iterations: 3,
-            candidates: 4,
-            finetune_epochs: 1,
-            retrain_top: 2,
-            fitness_users: 15,
-            train: TrainConfig { round_steps: 2, max_steps: 4, patience: 50, ..TrainConfig::default() },
-            retrain_max_steps: cap,
-            refit: true,
-            seed: 1,
-            checkpoint_dir: dir.to_path_buf(),
-            data_fingerprint: "t".into(),
-        };
+        let train = TrainConfig { round_steps: 2, max_steps: 4, patience: 50, ..TrainConfig::default() };
+        let config = |cap: usize, dir: &Path| small_config(dir, train.clone(), cap);
         let lower = run_search(&split, &config(4, dir.path()), |_, _, _| {}).unwrap();
         assert!(lower.retrained.iter().all(|r| r.steps == 4 && r.extended_from.is_none()));
         let status = search_status(&split, &config(10, dir.path())).unwrap();
