@@ -542,6 +542,11 @@ struct SearchArgs {
     /// cap's checkpoint where that is exactly the same run (docs/search.md, "Resume").
     #[arg(long, value_parser = at_least_one)]
     retrain_max_steps: Option<usize>,
+    /// Predictor updates after each evaluated action (the reference's 2 by default; more is a
+    /// documented deviation: on Gowalla's recorded searches, replayed, 2 updates leave the
+    /// predictor uncorrelated with fitness; see docs/search.md).
+    #[arg(long, default_value_t = bet_train::predictor::UPDATES_PER_ITERATION, value_parser = at_least_one)]
+    predictor_updates: usize,
     /// After choosing on validation, train the chosen widths once more from scratch on train ∪
     /// validation for the steps its retraining kept, and ship that model (the reference code's
     /// and CIESS's final fit; its test figures are then comparable with the paper's).
@@ -622,6 +627,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         },
         retrain_max_steps: a.retrain_max_steps.unwrap_or(a.max_steps),
         refit: a.refit,
+        predictor_updates: a.predictor_updates,
         seed: a.seed,
         checkpoint_dir: a.checkpoint_dir.clone().unwrap_or_else(bet_train::checkpoint::default_dir),
         data_fingerprint: format!("data {sha} split {} seed {}", split.protocol.name(), a.seed),
@@ -726,6 +732,7 @@ fn search_command(a: SearchArgs, threads: usize) -> anyhow::Result<ExitCode> {
         "retrain_top": config.retrain_top, "round_steps": config.train.round_steps,
         "patience": config.train.patience, "max_steps": config.train.max_steps,
         "retrain_max_steps": config.retrain_max_steps,
+        "predictor_updates": config.predictor_updates,
         "reference_fitness": outcome.reference_fitness,
         "evaluated": outcome.evaluated,
         "pretrain_steps": outcome.pretrain_steps,

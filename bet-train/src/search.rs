@@ -39,7 +39,7 @@ use crate::backbone::{Backbone, BackboneKind};
 use crate::checkpoint::CheckpointPlan;
 use crate::eval::{Metrics, Target, evaluate};
 use crate::lightgcn::Placement;
-use crate::predictor::{PredictorKind, ReplayBuffer, Widths, train_iteration};
+use crate::predictor::{PredictorKind, ReplayBuffer, UPDATES_PER_ITERATION, Widths, replay_updates};
 use crate::split::Split;
 use crate::train::{TrainConfig, equal_widths, restore, snapshot, train};
 use crate::{Error, Result};
@@ -111,6 +111,10 @@ pub struct SearchConfig {
     /// retraining kept, and return that model (the reference code's and CIESS's final fit; the
     /// choice itself is still made on validation, never on test).
     pub refit: bool,
+    /// Predictor updates after each evaluated action, each on one pair drawn from all pairs so
+    /// far: [`UPDATES_PER_ITERATION`] (2) in the reference and by default; more is a documented
+    /// deviation (`bet search --predictor-updates`, docs/search.md).
+    pub predictor_updates: usize,
     /// Seed of everything.
     pub seed: u64,
     /// Checkpoint directory (outside the work tree).
@@ -299,7 +303,7 @@ fn from_scratch_plan(phase: &str, config: &SearchConfig, train: &TrainConfig, wi
 /// The search record's fingerprint and file: keyed by the data, the pretrained model, the method,
 /// placement, limit, T, m, h and the fitness subset, so a resumed search finds its own.
 fn search_record(config: &SearchConfig, pretrain_plan: &CheckpointPlan, fitness_users: usize) -> (String, PathBuf) {
-    let fingerprint = crate::checkpoint::fingerprint(&format!(
+    let mut description = format!(
         "bet-search/2 {} pretrain {} method {} placement {} limit {} T {} m {} h {} fitness users {}",
         config.data_fingerprint,
         pretrain_plan.fingerprint,
@@ -310,7 +314,14 @@ fn search_record(config: &SearchConfig, pretrain_plan: &CheckpointPlan, fitness_
         config.candidates,
         config.finetune_epochs,
         fitness_users
-    ));
+    );
+    // The reference's predictor schedule leaves the key as it was before the setting existed,
+    // so searches recorded then are found again.
+    let has_predictor = matches!(config.method, Method::Bet | Method::BetRandom | Method::BetPlain);
+    if has_predictor && config.predictor_updates != UPDATES_PER_ITERATION {
+        description.push_str(&format!(" predictor updates {}", config.predictor_updates));
+    }
+    let fingerprint = crate::checkpoint::fingerprint(&description);
     let path = config.checkpoint_dir.join(format!("search-{fingerprint}.json"));
     (fingerprint, path)
 }
@@ -599,6 +610,14 @@ pub fn search_status(split: &Split, config: &SearchConfig) -> Result<SearchStatu
     Ok(status)
 }
 
+/// The actions a search has evaluated so far and their widths (users then items, each entity's
+/// width), replayed from its record in the checkpoint directory without fine-tuning: what an
+/// analysis of a finished or running search needs (`examples/predictor_replay.rs`).
+pub fn evaluated_actions(split: &Split, config: &SearchConfig) -> Result<(Vec<Evaluated>, Vec<Vec<u32>>)> {
+    let pretrain_plan = CheckpointPlan::new(&config.checkpoint_dir, &pretrain_description(config));
+    replay_search(split, config, &pretrain_plan).map(|(_, evaluated, actions)| (evaluated, actions))
+}
+
 /// The search as far as its record goes, without fine-tuning: the record's search seconds, the
 /// evaluated actions and their widths.
 fn replay_search(
@@ -673,7 +692,7 @@ fn search_phase(
                 let widths = candidates[pick].as_node_widths();
                 let Some((fitness, seconds)) = evaluate(&widths, evaluated.len())? else { break };
                 buffer.push(views[pick], fitness)?;
-                train_iteration(&mut *predictor, &buffer, &mut update_rng)?;
+                replay_updates(&mut *predictor, &buffer, config.predictor_updates, &mut update_rng)?;
                 evaluated.push(Evaluated {
                     iteration: t,
                     strategy: name.into(),
@@ -847,6 +866,7 @@ mod tests {
             train: TrainConfig::default(),
             retrain_max_steps: TrainConfig::default().max_steps,
             refit: false,
+            predictor_updates: UPDATES_PER_ITERATION,
             seed: 1,
             checkpoint_dir: PathBuf::from("unused"),
             data_fingerprint: "t".into(),
@@ -895,6 +915,7 @@ mod tests {
             train,
             retrain_max_steps,
             refit: true,
+            predictor_updates: UPDATES_PER_ITERATION,
             seed: 1,
             checkpoint_dir: dir.to_path_buf(),
             data_fingerprint: "t".into(),
@@ -956,5 +977,25 @@ mod tests {
         assert_eq!(higher.widths, scratch.widths);
         assert_eq!(higher.refit.as_ref().map(|r| r.steps), scratch.refit.as_ref().map(|r| r.steps));
         assert_eq!(snapshot(&*higher.model), snapshot(&*scratch.model));
+    }
+
+    /// `--predictor-updates` names a search's record only when it departs from the reference's
+    /// 2 and the method has a predictor: records written before the setting existed are found
+    /// again, and a baseline is not recomputed for a setting it does not use.
+    #[test]
+    fn predictor_updates_name_the_search_only_when_they_matter() {
+        let dir = Path::new("unused");
+        let bet = small_config(dir, TrainConfig::default(), 4);
+        let plan = CheckpointPlan::new(dir, "pretraining");
+        let key = |c: &SearchConfig| search_record(c, &plan, 15).0;
+        let more = |c: &SearchConfig| SearchConfig { predictor_updates: 8, ..c.clone() };
+        assert_ne!(key(&bet), key(&more(&bet)));
+        let es = SearchConfig { method: Method::Es, ..bet.clone() };
+        assert_eq!(key(&es), key(&more(&es)));
+        let description = format!(
+            "bet-search/2 t pretrain {} method bet placement input limit 140 T 3 m 4 h 1 fitness users 15",
+            plan.fingerprint
+        );
+        assert_eq!(key(&bet), crate::checkpoint::fingerprint(&description), "the reference's key is unchanged");
     }
 }
