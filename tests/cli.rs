@@ -389,6 +389,30 @@ fn training_does_not_depend_on_the_thread_count() {
     }
 }
 
+/// `bet train` with a raised `--max-steps` continues the lower cap's run and ends with the model
+/// the higher cap trains from scratch; `--fresh` starts over instead.
+#[test]
+fn a_raised_step_cap_continues_the_lower_caps_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/gowalla-sample");
+    let train = |ckpt: &str, steps: &str, extra: &[&str]| {
+        let state = dir.path().join(format!("{ckpt}-{steps}.state"));
+        let args = [&["--max-steps", steps, "--patience", "9", "--save-state", state.to_str().unwrap()][..], extra];
+        let (code, out, err) = tiny_train(&sample, "lightgcn", &dir.path().join(ckpt), &args.concat());
+        assert_eq!(code, 0, "{out}\n{err}");
+        (std::fs::read(&state).unwrap(), err)
+    };
+    let (_, first) = train("a", "6", &[]);
+    assert!(!first.contains("continued"), "{first}");
+    let (longer, err) = train("a", "12", &[]);
+    assert!(err.contains("continued the run capped at 6 steps from step 6"), "{err}");
+    let (scratch, err) = train("b", "12", &[]);
+    assert!(!err.contains("continued") && !err.contains("resumed"), "{err}");
+    assert!(longer == scratch, "the continued run trained another model");
+    let (_, err) = train("a", "9", &["--fresh"]);
+    assert!(!err.contains("continued"), "--fresh must start from scratch: {err}");
+}
+
 /// Runs `bet ARGS` again and again, each attempt SIGKILLed after `delay_ms(attempt)` unless it
 /// ends first; every restart resumes from the checkpoints, so the work moves on until one
 /// attempt lives to the end (which must succeed). Returns the number of kills and the last
@@ -655,18 +679,27 @@ fn retraining_can_run_longer_than_the_shared_pretraining() {
             .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "ckpt"))
             .count()
     };
-    let run = |name: &str, extra: &[&str]| -> serde_json::Value {
+    let run_in = |ckpt: &Path, name: &str, extra: &[&str]| -> serde_json::Value {
         let out = dir.path().join(name);
         let extra = [&["--method", "es", "--retrain-top", "1"][..], extra].concat();
         let output =
-            Command::new(env!("CARGO_BIN_EXE_bet")).args(tiny_search_args(&ckpt, &out, &extra)).output().unwrap();
+            Command::new(env!("CARGO_BIN_EXE_bet")).args(tiny_search_args(ckpt, &out, &extra)).output().unwrap();
         assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_str(&std::fs::read_to_string(out.with_extension("json")).unwrap()).unwrap()
     };
+    let run = |name: &str, extra: &[&str]| run_in(&ckpt, name, extra);
     let capped = run("capped.bet", &[]);
     let before = checkpoints();
     let longer = run("longer.bet", &["--retrain-max-steps", "16"]);
     assert_eq!(checkpoints(), before + 1, "only the longer retraining is new; the pretraining is reused");
+    // The longer retraining took over the capped one's checkpoint and trained only the extra
+    // steps, ending with the file a search with the higher cap writes from scratch.
+    assert_eq!(longer["retrained"][0]["extended_from"].as_u64(), Some(8), "{longer}");
+    let scratch = run_in(&dir.path().join("scratch"), "scratch.bet", &["--retrain-max-steps", "16"]);
+    assert!(scratch["retrained"][0]["extended_from"].is_null());
+    assert_eq!(scratch["retrained"][0]["best_step"], longer["retrained"][0]["best_step"]);
+    let bytes = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    assert!(bytes("longer.bet") == bytes("scratch.bet"), "the continued retraining shipped another model");
     assert_eq!((capped["max_steps"].as_u64(), capped["retrain_max_steps"].as_u64()), (Some(8), Some(8)));
     assert_eq!((longer["max_steps"].as_u64(), longer["retrain_max_steps"].as_u64()), (Some(8), Some(16)));
     let steps = |r: &serde_json::Value| r["retrained"][0]["steps"].as_u64().unwrap();

@@ -969,7 +969,7 @@ fn protocol_of(p: ProtocolArg) -> bet_train::split::Protocol {
 
 fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
     use bet_train::backbone::BackboneKind;
-    use bet_train::checkpoint::{CheckpointHeader, CheckpointPlan, TrainState};
+    use bet_train::checkpoint::{CheckpointHeader, TrainState};
     use bet_train::eval::{Target, evaluate};
     use bet_train::lightgcn::Placement;
     use bet_train::train::{TrainConfig, equal_widths, train};
@@ -1033,19 +1033,25 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
     };
     let sha: String = data.sha256.iter().map(|b| format!("{b:02x}")).collect();
     let model_name = kind.name();
-    let description = format!(
-        "bet-train/2 data {sha} protocol {} seed {} model {model_name} layers {layers} placement {} \
-         d_max {} keep {keep} budgeted {budgeted} init {init_sha} config {}",
-        protocol_of(a.protocol).name(),
-        a.seed,
-        Placement::name_of(placement),
-        a.d_max,
-        config.key(),
-    );
+    let describe = |config: &TrainConfig| {
+        format!(
+            "bet-train/2 data {sha} protocol {} seed {} model {model_name} layers {layers} placement {} \
+             d_max {} keep {keep} budgeted {budgeted} init {init_sha} config {}",
+            protocol_of(a.protocol).name(),
+            a.seed,
+            Placement::name_of(placement),
+            a.d_max,
+            config.key(),
+        )
+    };
+    let description = describe(&config);
     let dir = a.checkpoint_dir.clone().unwrap_or_else(bet_train::checkpoint::default_dir);
-    let mut plan = CheckpointPlan::new(&dir, &description);
+    // A raised --max-steps continues what a lower one trained, where that is the same run.
+    let mut plan = bet_train::train::plan_with_lower_caps(&dir, &config, describe);
     plan.every_steps = a.checkpoint_every;
     if a.fresh {
+        // Starting over means from scratch: no shorter run is taken over either.
+        plan.shorter.clear();
         match std::fs::remove_file(&plan.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e).with_context(|| format!("removing {}", plan.path.display()));
@@ -1075,8 +1081,10 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         progress.update("train", step as u64, total, Some(format!("loss {loss:.4}")))
     })?;
     progress.finish();
-    if report.resumed_from > 0 {
-        eprintln!("resumed from step {}", report.resumed_from);
+    match report.extended_from {
+        Some(cap) => eprintln!("continued the run capped at {cap} steps from step {}", report.resumed_from),
+        None if report.resumed_from > 0 => eprintln!("resumed from step {}", report.resumed_from),
+        None => {}
     }
     // The early-stopped model's validation, before a refit replaces it.
     let val = evaluate(&*model.scorer(), &split, Target::Validation, None);
@@ -1087,7 +1095,8 @@ fn train_command(a: TrainArgs, threads: usize) -> anyhow::Result<ExitCode> {
         // it runs exactly that many steps, from scratch with the same seed.
         let fit = TrainConfig { max_steps: report.best_step.max(1), early_stopping: false, ..config.clone() };
         model = kind.build(refit_split, a.d_max as usize, placement, widths.clone(), a.seed)?;
-        let mut refit_plan = CheckpointPlan::new(&dir, &format!("{description} refit {}", fit.key()));
+        let mut refit_plan =
+            bet_train::train::plan_with_lower_caps(&dir, &fit, |fit| format!("{description} refit {}", fit.key()));
         refit_plan.every_steps = a.checkpoint_every;
         let total = fit.max_steps as u64;
         let mut progress = Progress::new(total, "{elapsed_precise} {msg} step {pos}/{len}");

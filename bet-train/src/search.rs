@@ -268,18 +268,14 @@ fn pretrain_description(config: &SearchConfig) -> String {
     description
 }
 
-/// Most lower caps a retraining or refit looks under for a shorter run to continue.
-const MAX_SHORTER_CAPS: usize = 1000;
-
 /// The checkpoint of a training from scratch of `widths` (a retraining or the refit): keyed by
 /// the phase, the data, backbone, placement, seed, the training settings and the widths, so a
-/// resumed search finds it and nothing else shares it. The same training under lower caps at
-/// round boundaries (highest first) are its shorter runs: raising `--retrain-max-steps`, or a
-/// refit growing with the kept step, continues what a lower cap trained
-/// ([`crate::checkpoint::ShorterRun`]).
+/// resumed search finds it and nothing else shares it. The same training under lower caps are
+/// its shorter runs ([`crate::train::plan_with_lower_caps`]): raising `--retrain-max-steps`, or a
+/// refit growing with the kept step, continues what a lower cap trained.
 fn from_scratch_plan(phase: &str, config: &SearchConfig, train: &TrainConfig, widths: &[u32]) -> CheckpointPlan {
     let widths = crate::checkpoint::fingerprint(&format!("{widths:?}"));
-    let describe = |train: &TrainConfig| {
+    crate::train::plan_with_lower_caps(&config.checkpoint_dir, train, |train| {
         format!(
             "{phase} {} model {} placement {} seed {} config {} widths {widths}",
             config.data_fingerprint,
@@ -288,16 +284,7 @@ fn from_scratch_plan(phase: &str, config: &SearchConfig, train: &TrainConfig, wi
             config.seed,
             train.key(),
         )
-    };
-    let mut plan = CheckpointPlan::new(&config.checkpoint_dir, &describe(train));
-    let round = train.round_steps.max(1);
-    let mut cap = train.max_steps.saturating_sub(1) / round * round;
-    while cap > 0 && plan.shorter.len() < MAX_SHORTER_CAPS {
-        let shorter = TrainConfig { max_steps: cap, ..train.clone() };
-        plan = plan.with_shorter(cap, CheckpointPlan::new(&config.checkpoint_dir, &describe(&shorter)));
-        cap -= round;
-    }
-    plan
+    })
 }
 
 /// The search record's fingerprint and file: keyed by the data, the pretrained model, the method,

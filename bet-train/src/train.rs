@@ -430,6 +430,29 @@ pub fn train(
     })
 }
 
+/// Most lower caps [`plan_with_lower_caps`] lists.
+pub const MAX_SHORTER_CAPS: usize = 1000;
+
+/// The checkpoint plan of the training `config` described by `describe(config)`, with the same
+/// training under every lower cap at a round boundary (highest first, at most
+/// [`MAX_SHORTER_CAPS`]) as its shorter runs: a run with a raised cap continues what a lower cap
+/// trained where that is exactly the same run ([`can_continue`]).
+pub fn plan_with_lower_caps(
+    dir: &std::path::Path,
+    config: &TrainConfig,
+    describe: impl Fn(&TrainConfig) -> String,
+) -> CheckpointPlan {
+    let mut plan = CheckpointPlan::new(dir, &describe(config));
+    let round = config.round_steps.max(1);
+    let mut cap = config.max_steps.saturating_sub(1) / round * round;
+    while cap > 0 && plan.shorter.len() < MAX_SHORTER_CAPS {
+        let shorter = TrainConfig { max_steps: cap, ..config.clone() };
+        plan = plan.with_shorter(cap, CheckpointPlan::new(dir, &describe(&shorter)));
+        cap -= round;
+    }
+    plan
+}
+
 /// Whether the run whose checkpoint header is `h` stopped early (patience ran out) rather than
 /// at its cap.
 fn stopped_early(h: &CheckpointHeader, config: &TrainConfig) -> bool {
