@@ -646,6 +646,55 @@ mod tests {
         assert_eq!((report.extended_from, report.steps), (Some(8), 8));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+        /// Over random rounds, patience and caps (on round boundaries or not, with and without
+        /// early stopping), a run with the higher cap ends exactly as from scratch whether or
+        /// not it took over the lower cap's checkpoint, and it takes it over whenever
+        /// [`can_continue`] says the lower run is the same run.
+        #[test]
+        fn a_raised_cap_ends_as_from_scratch(
+            round in 1usize..4,
+            patience in 1usize..4,
+            lower in 1usize..14,
+            extra in 1usize..10,
+            early_stopping: bool,
+        ) {
+            let mut pairs = vec![];
+            for u in 0..30u32 {
+                for k in 0..8u32 {
+                    pairs.push((u, (u * 7 + k * k * 3 + k) % 40));
+                }
+            }
+            let data = crate::data::Dataset::from_pairs("t", 30, 40, &pairs);
+            let split = Split::new(&data, crate::split::Protocol::Paper, 1).unwrap();
+            let build = || {
+                crate::backbone::LightGcnBackbone::new(&split, 4, 1, crate::lightgcn::Placement::Output, vec![4; 70], 1)
+            };
+            let short = TrainConfig {
+                round_steps: round,
+                patience,
+                max_steps: lower,
+                batch_users: 64,
+                early_stopping,
+                ..TrainConfig::default()
+            };
+            let long = TrainConfig { max_steps: lower + extra, ..short.clone() };
+            let dir = tempfile::tempdir().unwrap();
+            let plan_short = CheckpointPlan::new(dir.path(), "lower");
+            let plan_long = CheckpointPlan::new(dir.path(), "higher").with_shorter(lower, plan_short.clone());
+            train(&mut build(), &split, &short, Some(&plan_short), |_, _| {}).unwrap();
+            let header = CheckpointHeader::peek(&plan_short.path, &plan_short.fingerprint).unwrap().unwrap();
+            let mut continued = build();
+            let report = train(&mut continued, &split, &long, Some(&plan_long), |_, _| {}).unwrap();
+            let mut scratch = build();
+            let expected = train(&mut scratch, &split, &long, None, |_, _| {}).unwrap();
+            proptest::prop_assert_eq!(report.extended_from.is_some(), can_continue(&header, lower, &long));
+            proptest::prop_assert_eq!((report.steps, report.best_step), (expected.steps, expected.best_step));
+            proptest::prop_assert!(snapshot(&continued) == snapshot(&scratch), "another model");
+        }
+    }
+
     /// Which shorter checkpoints a longer cap may continue, case by case.
     #[test]
     fn which_shorter_runs_can_be_continued() {
