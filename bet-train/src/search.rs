@@ -446,6 +446,10 @@ pub struct TrainingStatus {
     /// (the figures above are that run's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extends: Option<usize>,
+    /// Validation eq. 13 after each round so far, as `(step, eq. 13)` on the training's
+    /// validation users (trainer-evaluated): whether a run was still improving at its cap.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub validation_rounds: Vec<(usize, f64)>,
 }
 
 impl TrainingStatus {
@@ -459,6 +463,14 @@ impl TrainingStatus {
             best_validation: h.best_score,
             seconds: h.seconds,
             extends,
+            validation_rounds: h
+                .rounds
+                .iter()
+                .map(|&(step, [r5, r10, r20, n5, n10, n20], _)| {
+                    let metrics = Metrics { recall: [r5, r10, r20], ndcg: [n5, n10, n20], users: 0, skipped: 0 };
+                    (step as usize, metrics.ensemble())
+                })
+                .collect(),
         };
         if let Some(h) = crate::checkpoint::CheckpointHeader::peek(&plan.path, &plan.fingerprint)? {
             return Ok(Some(status(h, None)));
@@ -925,6 +937,14 @@ mod tests {
         assert_eq!(indices, outcome.retrained.iter().map(|r| r.evaluated).collect::<Vec<_>>());
         assert_eq!(indices.len(), 2);
         assert_eq!(done.refit.as_ref().map(|r| r.training.steps), outcome.refit.as_ref().map(|r| r.steps));
+        // Each retraining's validation history: a round every 2 steps, its best the best kept.
+        for r in &done.retrain {
+            let t = r.training.as_ref().unwrap();
+            let steps: Vec<usize> = t.validation_rounds.iter().map(|&(s, _)| s).collect();
+            assert_eq!(steps, (1..=t.steps / 2).map(|k| 2 * k).collect::<Vec<_>>());
+            let best = t.validation_rounds.iter().map(|&(_, v)| v).fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(Some(best), t.best_validation);
+        }
         // The checkpoints hold the time up to their last save; the outcome's phases end later.
         for (phase, (status, whole)) in done.seconds().into_iter().zip(outcome.seconds).enumerate() {
             assert!(status > 0.0 && status <= whole, "phase {phase}: status {status} s, outcome {whole} s");
