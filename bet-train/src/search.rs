@@ -466,25 +466,14 @@ impl TrainingStatus {
             validation_rounds: h
                 .rounds
                 .iter()
-                .map(|&(step, [r5, r10, r20, n5, n10, n20], _)| {
-                    let metrics = Metrics { recall: [r5, r10, r20], ndcg: [n5, n10, n20], users: 0, skipped: 0 };
-                    (step as usize, metrics.ensemble())
-                })
+                .map(|&(step, metrics, users)| (step as usize, crate::train::metrics_from(metrics, users).ensemble()))
                 .collect(),
         };
         if let Some(h) = crate::checkpoint::CheckpointHeader::peek(&plan.path, &plan.fingerprint)? {
             return Ok(Some(status(h, None)));
         }
-        // Not started under this cap: what a shorter run it will continue has done.
-        for run in &plan.shorter {
-            if let Some(mut h) = crate::checkpoint::CheckpointHeader::peek(&run.path, &run.fingerprint)?
-                && crate::train::can_continue(&h, run.max_steps, train)
-            {
-                h.finished = h.finished && train.early_stopping && h.since_best >= train.patience as u64;
-                return Ok(Some(status(h, Some(run.max_steps))));
-            }
-        }
-        Ok(None)
+        // Not started under this cap: what the shorter run it will continue has done.
+        Ok(crate::train::shorter_to_continue(plan, train)?.map(|(run, h)| status(h, Some(run.max_steps))))
     }
 }
 
@@ -887,18 +876,7 @@ mod tests {
     /// `search_status` follows a run phase by phase: a finished run reads as the outcome said, and
     /// a retraining whose checkpoint is gone (a kill before its first save) reads as not
     /// started, with the search and the other retraining intact.
-    /// A 30-user, 40-item split for whole searches in tests.
-    fn small_split() -> Split {
-        let mut pairs = vec![];
-        for u in 0..30u32 {
-            for k in 0..8u32 {
-                pairs.push((u, (u * 7 + k * k * 3 + k) % 40));
-            }
-        }
-        Split::new(&Dataset::from_pairs("t", 30, 40, &pairs), Protocol::Paper, 1).unwrap()
-    }
-
-    /// A BET search on [`small_split`] in seconds: T 3, m 4, h 1, top 2, with the refit.
+    /// A BET search on [`crate::split::small_test_split`] in seconds: T 3, m 4, h 1, top 2, with the refit.
     fn small_config(dir: &Path, train: TrainConfig, retrain_max_steps: usize) -> SearchConfig {
         SearchConfig {
             method: Method::Bet,
@@ -923,7 +901,7 @@ mod tests {
 
     #[test]
     fn status_reads_each_phase_from_the_checkpoints() {
-        let split = small_split();
+        let split = crate::split::small_test_split();
         let dir = tempfile::tempdir().unwrap();
         let config =
             small_config(dir.path(), TrainConfig { round_steps: 2, max_steps: 4, ..TrainConfig::default() }, 4);
@@ -963,7 +941,7 @@ mod tests {
     /// cap trained, and ends with the model a search at the higher cap trains from scratch.
     #[test]
     fn a_higher_retraining_cap_continues_the_lower_caps_runs() {
-        let split = small_split();
+        let split = crate::split::small_test_split();
         let (dir, fresh_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let train = TrainConfig { round_steps: 2, max_steps: 4, patience: 50, ..TrainConfig::default() };
         let config = |cap: usize, dir: &Path| small_config(dir, train.clone(), cap);

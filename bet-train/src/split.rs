@@ -353,3 +353,16 @@ mod tests {
         assert!(e.contains("no timestamp"), "{e}");
     }
 }
+
+/// A 30-user, 40-item split (8 items a user, paper protocol, seed 1) for tests that train or
+/// search end to end in milliseconds.
+#[cfg(test)]
+pub(crate) fn small_test_split() -> Split {
+    let mut pairs = vec![];
+    for u in 0..30u32 {
+        for k in 0..8u32 {
+            pairs.push((u, (u * 7 + k * k * 3 + k) % 40));
+        }
+    }
+    Split::new(&crate::data::Dataset::from_pairs("t", 30, 40, &pairs), Protocol::Paper, 1).unwrap()
+}

@@ -269,7 +269,7 @@ fn metrics_of(m: &Metrics) -> [f64; 6] {
     [m.recall[0], m.recall[1], m.recall[2], m.ndcg[0], m.ndcg[1], m.ndcg[2]]
 }
 
-fn metrics_from(a: [f64; 6], users: usize) -> Metrics {
+pub(crate) fn metrics_from(a: [f64; 6], users: usize) -> Metrics {
     Metrics { recall: [a[0], a[1], a[2]], ndcg: [a[3], a[4], a[5]], users, skipped: 0 }
 }
 
@@ -481,21 +481,31 @@ pub fn can_continue(h: &CheckpointHeader, shorter_cap: usize, config: &TrainConf
         || (step == shorter_cap && (h.last_state || !config.early_stopping || h.best_step == h.step))
 }
 
-/// The state of the first shorter run of `plan` that this run can continue, with its cap and
-/// marked as this run's; `None` when there is none.
-fn continue_shorter(plan: &CheckpointPlan, config: &TrainConfig) -> Result<Option<(usize, TrainState)>> {
+/// The first shorter run of `plan` that a run with `config` can continue: its cap and its
+/// header as this run takes it over (a run that reached the lower cap goes on, so it is not
+/// finished; one that stopped early is final). `--status` reports it; [`train`] loads it.
+pub(crate) fn shorter_to_continue<'p>(
+    plan: &'p CheckpointPlan,
+    config: &TrainConfig,
+) -> Result<Option<(&'p crate::checkpoint::ShorterRun, CheckpointHeader)>> {
     for run in &plan.shorter {
-        let Some(header) = CheckpointHeader::peek(&run.path, &run.fingerprint)? else { continue };
-        if !can_continue(&header, run.max_steps, config) {
-            continue;
+        let Some(mut header) = CheckpointHeader::peek(&run.path, &run.fingerprint)? else { continue };
+        if can_continue(&header, run.max_steps, config) {
+            header.finished = header.finished && stopped_early(&header, config);
+            return Ok(Some((run, header)));
         }
-        let Some(mut state) = TrainState::load(&run.path, &run.fingerprint)? else { continue };
-        state.header.fingerprint = plan.fingerprint.clone();
-        // A run that reached the lower cap goes on; one that stopped early is already final.
-        state.header.finished = state.header.finished && stopped_early(&state.header, config);
-        return Ok(Some((run.max_steps, state)));
     }
     Ok(None)
+}
+
+/// The state of the shorter run [`shorter_to_continue`] finds, with its cap, marked as this
+/// run's; `None` when there is none.
+fn continue_shorter(plan: &CheckpointPlan, config: &TrainConfig) -> Result<Option<(usize, TrainState)>> {
+    let Some((run, header)) = shorter_to_continue(plan, config)? else { return Ok(None) };
+    let Some(mut state) = TrainState::load(&run.path, &run.fingerprint)? else { return Ok(None) };
+    state.header =
+        CheckpointHeader { fingerprint: plan.fingerprint.clone(), finished: header.finished, ..state.header };
+    Ok(Some((run.max_steps, state)))
 }
 
 /// Equal widths under `limit` (the ES baseline): every entity gets `limit / n`, capped at
@@ -660,14 +670,7 @@ mod tests {
             extra in 1usize..10,
             early_stopping: bool,
         ) {
-            let mut pairs = vec![];
-            for u in 0..30u32 {
-                for k in 0..8u32 {
-                    pairs.push((u, (u * 7 + k * k * 3 + k) % 40));
-                }
-            }
-            let data = crate::data::Dataset::from_pairs("t", 30, 40, &pairs);
-            let split = Split::new(&data, crate::split::Protocol::Paper, 1).unwrap();
+            let split = crate::split::small_test_split();
             let build = || {
                 crate::backbone::LightGcnBackbone::new(&split, 4, 1, crate::lightgcn::Placement::Output, vec![4; 70], 1)
             };
