@@ -873,9 +873,6 @@ mod tests {
         }
     }
 
-    /// `search_status` follows a run phase by phase: a finished run reads as the outcome said, and
-    /// a retraining whose checkpoint is gone (a kill before its first save) reads as not
-    /// started, with the search and the other retraining intact.
     /// A BET search on [`crate::split::small_test_split`] in seconds: T 3, m 4, h 1, top 2, with the refit.
     fn small_config(dir: &Path, train: TrainConfig, retrain_max_steps: usize) -> SearchConfig {
         SearchConfig {
@@ -899,6 +896,9 @@ mod tests {
         }
     }
 
+    /// `search_status` follows a run phase by phase: a finished run reads as the outcome said, and
+    /// a retraining whose checkpoint is gone (a kill before its first save) reads as not
+    /// started, with the search and the other retraining intact.
     #[test]
     fn status_reads_each_phase_from_the_checkpoints() {
         let split = crate::split::small_test_split();
